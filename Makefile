@@ -1,0 +1,28 @@
+# The two commands of the README: `make demo` and `make test`. Both (re)build .venv when it is missing or stale.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: help venv demo test bench lock clean
+
+help:  ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-6s %s\n", $$1, $$2}'
+
+venv:  ## create or refresh .venv from constraints.txt (cached outside the clone)
+	@bash tools/venv.sh $(VENV)
+
+demo: venv  ## run the demo on the embedded synthetic dataset (no download)
+	$(PY) -m cassle demo --out results/demo
+
+test: venv  ## run the test suite
+	$(PY) -m pytest -n auto --dist loadfile $(PYTEST_ARGS)
+
+bench: venv  ## run the CPU benchmarks (figures go to bench/results/)
+	$(PY) bench/augment.py
+
+lock:  ## re-pin constraints.txt from a clean install of pyproject.toml's dependencies
+	@bash tools/lock.sh
+
+clean:  ## remove .venv and the demo's outputs (the shared dependency cache stays)
+	rm -rf $(VENV) results/demo

@@ -1,0 +1,202 @@
+"""Batched image operations with per-sample parameters (torchvision semantics, no per-sample Python loops).
+
+All functions take float32 images ``N x 3 x H x W`` in [0, 1] on any device, and per-sample parameter tensors of
+length ``N`` on the same device.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
+"""ITU-R 601 luma weights, as torchvision's rgb_to_grayscale."""
+
+JITTER_OPS = ("brightness", "contrast", "saturation", "hue")
+"""Colour-jitter operations, indexed 0..3 in ``order`` tensors and in the columns of ``factors``."""
+
+MAX_SUPERSAMPLING = 4
+"""Cap on the k x k sub-pixel samples per output pixel used to approximate an antialiasing filter."""
+
+
+def to_gray(x: Tensor) -> Tensor:
+    """Luma ``N x 1 x H x W`` of RGB images ``N x 3 x H x W``."""
+    r, g, b = x.unbind(1)
+    return r.mul(GRAY_WEIGHTS[0]).add_(g, alpha=GRAY_WEIGHTS[1]).add_(b, alpha=GRAY_WEIGHTS[2]).unsqueeze(1)
+
+
+def _per_sample(values: Tensor) -> Tensor:
+    """Shape a length-N parameter vector to broadcast over ``N x C x H x W``."""
+    return values.to(torch.float32).view(-1, 1, 1, 1)
+
+
+def _blend(x: Tensor, target: Tensor, factor: Tensor) -> Tensor:
+    """``clamp(f * x + (1 - f) * target, 0, 1)`` per sample (torchvision's ``_blend``), in place on x, as one
+    ``lerp`` from target towards x."""
+    return torch.lerp(target, x, _per_sample(factor), out=x).clamp_(0.0, 1.0)
+
+
+def adjust_brightness(x: Tensor, factor: Tensor) -> Tensor:
+    """``clamp(b * x, 0, 1)`` per sample; in place on x."""
+    return x.mul_(_per_sample(factor)).clamp_(0.0, 1.0)
+
+
+def adjust_contrast(x: Tensor, factor: Tensor) -> Tensor:
+    """Blend each image with the mean of its own luma; in place on x."""
+    return _blend(x, to_gray(x).mean(dim=(1, 2, 3), keepdim=True), factor)
+
+
+def adjust_saturation(x: Tensor, factor: Tensor) -> Tensor:
+    """Blend each image with its own luma image; in place on x."""
+    return _blend(x, to_gray(x), factor)
+
+
+_HUE_CHANNEL_SHIFT = (5.0, 3.0, 1.0)  # HSV -> RGB: channel c is a trapezoid of (h6 + n_c) mod 6, for R, G, B
+
+
+def adjust_hue(x: Tensor, shift: Tensor) -> Tensor:
+    """Rotate hue by ``shift`` (fraction of a turn, in [-0.5, 0.5]) per sample, keeping HSV saturation and value;
+    in place on x.
+
+    Same result as torchvision's RGB -> HSV -> RGB round trip (``adjust_hue``) up to float rounding, in fewer
+    passes and with few, single-channel temporaries: the hue in sixths ``h6`` (in [-1, 5)) comes from the channel
+    holding the maximum; output channel c is ``max - (max - min) * clamp(2 - d_c, 0, 1)``, where ``d_c`` is the
+    distance of ``(h6 + n_c + 6 * shift) mod 6`` from 2 on the hue circle, computed without a modulo as
+    ``||h6 + o_c| - 3|`` with the per-sample offset ``o_c = ((n_c + 6 * shift) mod 6) - 5`` (valid because
+    ``h6 + o_c + 5`` stays in [-1, 11]).
+    """
+    r, g, b = x.unbind(1)
+    maxc = torch.maximum(r, g)
+    torch.maximum(maxc, b, out=maxc)
+    span = torch.minimum(r, g)
+    torch.minimum(span, b, out=span)
+    torch.sub(maxc, span, out=span)
+    inv_span = span.clamp_min(torch.finfo(x.dtype).tiny).reciprocal_()  # span = 0 => numerators below are 0
+    h6 = torch.sub(r, g).mul_(inv_span).add_(4.0)  # max is b
+    part = torch.sub(b, r).mul_(inv_span).add_(2.0)  # max is g
+    mask = torch.eq(g, maxc, out=torch.empty_like(maxc))  # float 0/1 (a bool mask would need a slow cast)
+    h6.lerp_(part, mask)
+    torch.sub(g, b, out=part).mul_(inv_span)  # max is r; r wins ties, as in torchvision
+    h6.lerp_(part, torch.eq(r, maxc, out=mask))
+    channel_shift = torch.tensor(_HUE_CHANNEL_SHIFT, dtype=x.dtype, device=x.device)
+    offset = (channel_shift + 6.0 * shift.to(x.dtype).unsqueeze(1)).remainder_(6.0).sub_(5.0)
+    torch.add(h6.unsqueeze(1), offset.view(-1, 3, 1, 1), out=x)
+    x.abs_().sub_(3.0).abs_().clamp_(1.0, 2.0)  # x = 2 - ramp
+    low = torch.add(maxc, span, alpha=-2.0, out=inv_span)  # max - span * (2 - x) = (max - 2 span) + span * x
+    return torch.addcmul(low.unsqueeze(1), span.unsqueeze(1), x, out=x)
+
+
+_JITTER_FUNCTIONS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
+
+
+def jitter_order_code(order: Tensor) -> Tensor:
+    """An integer per sample identifying its op order; sorting by it groups samples into few runs per step."""
+    weights = torch.tensor([64, 16, 4, 1], dtype=order.dtype, device=order.device)
+    return (order * weights).sum(dim=1)
+
+
+def color_jitter(x: Tensor, factors: Tensor, order: Tensor) -> Tensor:
+    """Apply brightness, contrast, saturation and hue in a per-sample order, in place on x; returns x.
+
+    ``factors``: ``N x 4`` (brightness, contrast, saturation factors and hue shift); ``order``: ``N x 4`` integer
+    permutations of 0..3 indexing ``JITTER_OPS``. At step t each sample gets op ``order[:, t]``; ops run on
+    contiguous runs of samples sharing it (views, no copies), so sorting the samples by ``jitter_order_code``
+    first keeps the number of runs small (at most 4 + 12 + 24 + 24). Correct in any sample order.
+    """
+    for step in range(len(JITTER_OPS)):
+        ops = order[:, step]
+        starts = [0, *((ops[1:] != ops[:-1]).nonzero().squeeze(1) + 1).tolist()]
+        for start, end, op in zip(starts, [*starts[1:], len(ops)], ops[starts].tolist()):
+            _JITTER_FUNCTIONS[op](x[start:end], factors[start:end, op])
+    return x
+
+
+NEGLIGIBLE_WEIGHT = 1e-20
+"""Blur taps below this are set to 0: far below float32 resolution of the result, and it keeps denormal
+numbers (e.g. exp(-90) for a small sigma), which are ~10x slower on x86 CPUs, out of the convolution."""
+
+
+def gaussian_kernels(sigma: Tensor, kernel_size: int) -> Tensor:
+    """Normalised 1-D Gaussian kernels ``N x kernel_size`` on the grid ``linspace(-(k-1)/2, (k-1)/2, k)``."""
+    half = (kernel_size - 1) / 2.0
+    grid = torch.linspace(-half, half, kernel_size, dtype=torch.float32, device=sigma.device)
+    kernel = torch.softmax(-0.5 * (grid / sigma.to(torch.float32).unsqueeze(1)) ** 2, dim=1)
+    return kernel.masked_fill_(kernel < NEGLIGIBLE_WEIGHT, 0.0)
+
+
+def gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
+    """Separable Gaussian blur with per-sample sigma and reflect padding (torchvision ``gaussian_blur``), for
+    images in [0, 1]."""
+    n, c, h, w = x.shape
+    pad = kernel_size // 2
+    kernel = gaussian_kernels(sigma, kernel_size).repeat_interleave(c, dim=0)  # (n*c, k)
+    padded = F.pad(x.reshape(1, n * c, h, w), (pad, pad, pad, pad), mode="reflect")
+    rows = F.conv2d(padded, kernel.view(n * c, 1, 1, kernel_size), groups=n * c)
+    out = F.conv2d(rows, kernel.view(n * c, 1, kernel_size, 1), groups=n * c).view(n, c, h, w)
+    return out.clamp_(0.0, 1.0)  # the kernel sums to 1 only up to rounding
+
+
+def supersampling(downscale: Tensor, antialias: bool) -> Tensor:
+    """Sub-pixel samples per axis per output pixel: ``ceil(downscale)`` capped at ``MAX_SUPERSAMPLING`` (1 if off)."""
+    if not antialias:
+        return torch.ones_like(downscale, dtype=torch.long)
+    return downscale.ceil().clamp_(1, MAX_SUPERSAMPLING).long()
+
+
+def _subsample_spread(downscale: Tensor, k: int) -> Tensor:
+    """Spread (in output pixels) of k sub-samples so that, convolved with the bilinear tent, they have the variance
+    of torchvision's antialias triangle filter of half-width ``downscale`` (input pixels); 0 when not downscaling.
+
+    Variances in input pixels: triangle s^2/6; bilinear tent 1/6; k evenly spaced samples over a width a*s:
+    (a*s)^2 (k^2-1)/(12 k^2). Equating gives a^2 = 2 k^2 (s^2 - 1) / (s^2 (k^2 - 1)).
+    """
+    if k == 1:
+        return torch.zeros_like(downscale)
+    s2 = downscale.square()
+    return (2.0 * k * k * (s2 - 1.0) / (s2 * (k * k - 1.0))).clamp_min(0.0).sqrt()
+
+
+def _axis_grid(start: Tensor, length: Tensor, extent: int, size: int, k: int, mirror: Tensor | None) -> Tensor:
+    """Normalised (align_corners=True) sampling positions ``N x k x size`` along one axis of a crop.
+
+    Output pixel o, sub-sample j, reads input coordinate ``start + u * length - 0.5`` with
+    ``u = (o + 0.5 + spread * ((j + 0.5) / k - 0.5)) / size`` (mirrored, u -> 1 - u, where ``mirror``),
+    clamped to the crop ``[start, start + length - 1]`` (torchvision's resized_crop clamps to the crop, and the
+    clamp keeps padding of smaller images in a padded batch from ever being read).
+    """
+    dev = start.device
+    centres = torch.arange(size, dtype=torch.float32, device=dev) + 0.5
+    offsets = ((torch.arange(k, dtype=torch.float32, device=dev) + 0.5) / k - 0.5).view(k, 1)
+    spread = _subsample_spread(length / size, k).view(-1, 1, 1)
+    u = (centres + spread * offsets) / size
+    if mirror is not None:
+        u = torch.where(mirror.view(-1, 1, 1), 1.0 - u, u)
+    first, length = start.view(-1, 1, 1), length.view(-1, 1, 1)
+    pos = torch.minimum(torch.maximum(first + u * length - 0.5, first), first + length - 1.0)
+    return pos.mul_(2.0 / max(extent - 1, 1)).sub_(1.0)
+
+
+def resized_crop(
+    src: Tensor, top: Tensor, left: Tensor, height: Tensor, width: Tensor, flip: Tensor, size: int, k: int = 1
+) -> Tensor:
+    """Crop ``[top:top+height, left:left+width]`` of each source, resize to ``size x size`` (bilinear,
+    align_corners=False semantics) and mirror where ``flip``: one ``grid_sample`` call per sub-sample.
+
+    ``k > 1`` takes k x k sub-samples per output pixel (spread to mimic an antialiasing filter where the crop is
+    larger than the output) and averages them: k*k grid_sample calls on ``size x size`` grids, accumulated in
+    place (cheaper than one call on a k-times larger grid, whose construction and reduction cost more). Crop
+    parameters are float tensors of length N on src's device.
+    """
+    n, _, h_ext, w_ext = src.shape
+    gx = _axis_grid(left, width, w_ext, size, k, flip)
+    gy = _axis_grid(top, height, h_ext, size, k, None)
+    grid = torch.empty(n, size, size, 2, dtype=src.dtype, device=src.device)
+    out = None
+    for jy in range(k):
+        for jx in range(k):
+            torch.stack((gx[:, jx, None, :].expand(n, size, size), gy[:, jy, :, None].expand(n, size, size)), -1,
+                        out=grid)
+            sample = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=True)
+            out = sample if out is None else out.add_(sample)
+    return out if k == 1 else out.div_(k * k)

@@ -1,0 +1,1 @@
+"""Tables, average ranks and figures built from results on disk."""

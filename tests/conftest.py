@@ -1,0 +1,43 @@
+"""Shared fixtures: the real CIFAR-10 JPEG folders from ../shared (skipped when absent)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+CIFAR_TARBALL = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+
+
+@pytest.fixture(autouse=True)
+def _two_threads():
+    """Tests run on 2-core machines: keep torch from oversubscribing them."""
+    torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def cifar10_jpeg_root() -> Path:
+    """Root holding `train/<class>/*.jpg` and `test/<class>/*.jpg`, extracted once into a cache folder."""
+    if not CIFAR_TARBALL.exists():
+        pytest.skip(f"real CIFAR-10 data not found at {CIFAR_TARBALL} (../shared is absent)")
+    cache = Path(os.environ.get("CASSLE_TEST_DATA", Path.home() / ".cache" / "cassle" / "test-data"))
+    root = cache / "cifar10-jpeg"
+    done = cache / ".cifar10-jpeg.complete"
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / ".cifar10-jpeg.lock", "w") as lock:  # parallel test workers extract it once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            tmp = cache / f".extract-{os.getpid()}"
+            with tarfile.open(CIFAR_TARBALL) as tar:
+                tar.extractall(tmp, filter="data")
+            shutil.rmtree(root, ignore_errors=True)
+            (tmp / "cifar10-jpeg").rename(root)
+            shutil.rmtree(tmp, ignore_errors=True)
+            done.touch()
+    return root
