@@ -8,7 +8,7 @@ linspace(-k/2, k/2, k)), each on the subset of samples it applies to. Both desig
 from decoded images in memory (PIL images for the reference, uint8 tensors for ViewSampler); normalisation is left
 out of both.
 
-    python bench/augment.py [--device cpu|cuda] [--threads 2] [--reps 5] [--out bench/results/augment.json]
+    python bench/augment.py [--device cpu|cuda] [--threads 2] [--reps 5] [--stages] [--out PATH]
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import argparse
 import datetime
 import json
 import math
+import os
 import platform
 import statistics
 import time
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch.profiler import ProfilerActivity, profile
 from torchvision import transforms
 
 from cassle.augment import ViewSampler
@@ -168,8 +170,17 @@ def timed(fns: dict[str, Callable[[], object]], device: torch.device, warmup: in
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def stage_ms(sampler: ViewSampler, images: object, gen: torch.Generator, reps: int) -> dict[str, float]:
+    """Milliseconds per batch in each ViewSampler stage (its record_function labels), from torch.profiler."""
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(reps):
+            sampler(images, generator=gen)
+    return {event.key.split(".", 1)[1]: event.cpu_time_total / reps / 1e3
+            for event in prof.key_averages() if event.key.startswith("ViewSampler.")}
+
+
 def run_case(name: str, size: int, shape: tuple[int, int] | str, batch: int, device: torch.device,
-             warmup: int, reps: int) -> list[dict[str, object]]:
+             warmup: int, reps: int, stages: bool) -> list[dict[str, object]]:
     arrays = make_sources(shape, batch, seed=0)
     pil = [Image.fromarray(a) for a in arrays]
     tensors = [torch.from_numpy(a.copy()).permute(2, 0, 1).contiguous().to(device) for a in arrays]
@@ -184,7 +195,19 @@ def run_case(name: str, size: int, shape: tuple[int, int] | str, batch: int, dev
              "samples_per_s": batch / s} for design, s in seconds.items()]
     for row in rows:
         row["ratio"] = row["samples_per_s"] / rows[0]["samples_per_s"]
+    if stages:
+        rows[1]["stage_ms"] = stage_ms(sampler, ours_input, gen, reps)
     return rows
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo where there is one."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "cpu"
 
 
 def main() -> None:
@@ -194,19 +217,26 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--reps", type=int, default=5, help="timed repetitions; the median is reported")
     parser.add_argument("--cases", nargs="*", default=[c[0] for c in CASES], choices=[c[0] for c in CASES])
+    parser.add_argument("--stages", action="store_true", help="also profile ViewSampler's stages (CPU time)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/augment.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    load_start = os.getloadavg()[0]  # other processes skew CPU timings: recorded with the results
     device = torch.device(args.device)
     rows = [row for case in CASES if case[0] in args.cases
-            for row in run_case(*case, device=device, warmup=args.warmup, reps=args.reps)]
+            for row in run_case(*case, device=device, warmup=args.warmup, reps=args.reps, stages=args.stages)]
     print(f"{'case':<12} {'source':<8} {'batch':>5} {'design':<12} {'samples/s':>10} {'ratio':>6}")
     for r in rows:
         print(f"{r['case']:<12} {r['source']:<8} {r['batch']:>5} {r['design']:<12} {r['samples_per_s']:>10.1f} "
               f"{r['ratio']:>6.2f}")
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    for r in rows:
+        if "stage_ms" in r:
+            print(f"  {r['case']} ViewSampler stages, ms per batch: "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in r["stage_ms"].items()))
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     result = {
         "device": device_name, "device_type": device.type, "torch": torch.__version__, "threads": args.threads,
+        "cpu_count": os.cpu_count(), "load_average_1min": {"start": load_start, "end": os.getloadavg()[0]},
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "warmup": args.warmup, "reps": args.reps, "rows": rows,
     }

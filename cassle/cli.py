@@ -7,9 +7,10 @@ them so that `cassle --help` stays instant.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from cassle import __version__
@@ -70,7 +71,9 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.out))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(eval_tasks: Iterable[str] | None = None) -> argparse.ArgumentParser:
+    """The command tree. The options of `cassle eval TASK` come from `cassle.evaluate.TASK`, imported only for the
+    tasks in `eval_tasks` (None: all), since those imports (torch, torchvision, scikit-learn) take seconds."""
     parser = argparse.ArgumentParser(
         prog="cassle",
         description="Augmentation-aware self-supervised learning: pretrain vanilla / AugSelf / CASSLE models, "
@@ -105,7 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     tasks = evaluate.add_subparsers(dest="task", metavar="TASK", required=True)
     for task, summary in EVAL_TASKS.items():
         sub = tasks.add_parser(task, help=summary, description=summary)
-        sub.set_defaults(run=_not_yet(f"cassle eval {task}", 4))
+        if eval_tasks is None or task in eval_tasks:
+            module = importlib.import_module(f"cassle.evaluate.{task}")
+            module.add_arguments(sub)
+            sub.set_defaults(run=module.run)
 
     report = commands.add_parser("report", help="build the paper's tables and figures from results/",
                                  description="Read results/**/metrics.json and write tables and figures to reports/.")
@@ -138,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(eval_tasks=argv[argv.index("eval") + 1:][:1] if "eval" in argv else ()).parse_args(argv)
     try:
         return args.run(args)
     except (CassleError, FileNotFoundError, ValueError) as error:

@@ -27,6 +27,9 @@ INJECTIONS = ("cat", "add", "mul", "hypernet")
 OPTIMIZERS = ("sgd", "lars", "adamw")
 PRECISIONS = ("auto", "fp32", "bf16")
 COMPAT = ("original", "authors")
+# Keys that say where and how fast a run happens, not what it computes: left out of the experiment hash, so a run
+# resumes on another machine, with other paths or worker counts.
+RUNTIME_KEYS = frozenset({"data_root", "num_workers", "device", "log_every", "checkpoint_every"})
 IMAGE_SIZES = {"cifar10": 32, "cifar100": 32, "synthetic": 32, "stl10": 96}  # others: 224
 
 
@@ -238,6 +241,13 @@ def check_combinations(config: Mapping[str, Any]) -> None:
                                                       for v in config["augment.jitter"]):
         raise ConfigError(f"config key 'augment.jitter' = {config['augment.jitter']!r}; expected four numbers >= 0 "
                           "(brightness, contrast, saturation, hue)")
+
+
+def experiment_hash(config: Mapping[str, Any]) -> str:
+    """The config hash of what a run computes (RUNTIME_KEYS left out): names run folders and guards resumes."""
+    from cassle.provenance import config_hash
+
+    return config_hash({key: value for key, value in config.items() if key not in RUNTIME_KEYS})
 
 
 def reference_table() -> str:

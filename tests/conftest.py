@@ -16,9 +16,10 @@ CIFAR_TARBALL = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
 
 @pytest.fixture(autouse=True)
-def _two_threads():
-    """Tests run on 2-core machines: keep torch from oversubscribing them."""
-    torch.set_num_threads(2)
+def _share_the_cores():
+    """Tests run on 2-core machines, often in 2 xdist workers: split the cores between workers, no oversubscription."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) // workers))
 
 
 @pytest.fixture(scope="session")

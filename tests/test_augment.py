@@ -100,6 +100,18 @@ def test_antialiased_downscale_is_close_to_torchvision_antialias(crop_scale: tup
     assert gap.mean() < aliased_gap.mean() / 2.5
 
 
+def test_list_input_renders_like_the_batch_tensor() -> None:
+    """Lists are packed per supersampling level (crop regions only); the views must not depend on that."""
+    images = torch.stack([pink_noise(96, seed) for seed in range(12)])
+    sampler = ViewSampler(32, crop_scale=(0.05, 1.0))  # downscales ~0.7 to 3: supersampling levels 1 to 3
+    params = sampler.sample(image_sizes(images), gen(19))
+    assert len(torch.unique(torch.ceil(params.crop[:, 2:].amax(1) / 32))) >= 3
+    views, omega = sampler.apply(images, params)
+    views_list, omega_list = sampler.apply(list(images), params)
+    torch.testing.assert_close(views_list, views, rtol=0, atol=2e-5)
+    torch.testing.assert_close(omega_list, omega, rtol=0, atol=1e-5)  # color_diff sees the ~1e-6 differences
+
+
 def jitter_reference(image: torch.Tensor, factors: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
     """torchvision's own colour ops, one sample, in the given order."""
     for op in order.tolist():

@@ -76,3 +76,13 @@ def test_docs_list_every_key():
 
     docs = (Path(__file__).resolve().parents[1] / "docs" / "config.md").read_text()
     assert reference_table() in docs, "docs/config.md is stale: regenerate its table from reference_table()"
+
+
+def test_experiment_hash_ignores_where_and_how_fast_but_not_what():
+    from cassle.config import experiment_hash
+
+    base = resolve({"framework": "simclr", "epochs": 3})
+    moved = {**base, "data_root": "/elsewhere", "num_workers": 16, "device": "cuda", "checkpoint_every": 7}
+    assert experiment_hash(moved) == experiment_hash(base)
+    assert experiment_hash({**base, "seed": 1}) != experiment_hash(base)
+    assert experiment_hash({**base, "conditioning.injection": "add"}) != experiment_hash(base)

@@ -43,8 +43,9 @@ def adjust_brightness(x: Tensor, factor: Tensor) -> Tensor:
 
 
 def adjust_contrast(x: Tensor, factor: Tensor) -> Tensor:
-    """Blend each image with the mean of its own luma; in place on x."""
-    return _blend(x, to_gray(x).mean(dim=(1, 2, 3), keepdim=True), factor)
+    """Blend each image with the mean of its own luma (= the luma of its channel means); in place on x."""
+    weights = torch.tensor(GRAY_WEIGHTS, dtype=x.dtype, device=x.device)
+    return _blend(x, (x.mean(dim=(2, 3)) @ weights).view(-1, 1, 1, 1), factor)
 
 
 def adjust_saturation(x: Tensor, factor: Tensor) -> Tensor:
@@ -91,9 +92,11 @@ _JITTER_FUNCTIONS = (adjust_brightness, adjust_contrast, adjust_saturation, adju
 
 
 def jitter_order_code(order: Tensor) -> Tensor:
-    """An integer per sample identifying its op order; sorting by it groups samples into few runs per step."""
+    """An integer per sample identifying its op order, for sorting samples into few runs per step: first by the
+    step at which hue (the costliest op) runs, so each step's hue samples form one run, then lexicographically."""
     weights = torch.tensor([64, 16, 4, 1], dtype=order.dtype, device=order.device)
-    return (order * weights).sum(dim=1)
+    hue_step = (order == JITTER_OPS.index("hue")).to(order.dtype).argmax(dim=1)
+    return hue_step * 256 + (order * weights).sum(dim=1)
 
 
 def color_jitter(x: Tensor, factors: Tensor, order: Tensor) -> Tensor:
@@ -102,7 +105,7 @@ def color_jitter(x: Tensor, factors: Tensor, order: Tensor) -> Tensor:
     ``factors``: ``N x 4`` (brightness, contrast, saturation factors and hue shift); ``order``: ``N x 4`` integer
     permutations of 0..3 indexing ``JITTER_OPS``. At step t each sample gets op ``order[:, t]``; ops run on
     contiguous runs of samples sharing it (views, no copies), so sorting the samples by ``jitter_order_code``
-    first keeps the number of runs small (at most 4 + 12 + 24 + 24). Correct in any sample order.
+    first keeps the number of runs small. Correct in any sample order.
     """
     for step in range(len(JITTER_OPS)):
         ops = order[:, step]
@@ -123,6 +126,20 @@ def gaussian_kernels(sigma: Tensor, kernel_size: int) -> Tensor:
     grid = torch.linspace(-half, half, kernel_size, dtype=torch.float32, device=sigma.device)
     kernel = torch.softmax(-0.5 * (grid / sigma.to(torch.float32).unsqueeze(1)) ** 2, dim=1)
     return kernel.masked_fill_(kernel < NEGLIGIBLE_WEIGHT, 0.0)
+
+
+BLUR_TAIL_SIGMAS = 5.7
+"""Blur taps further than this many sigmas from the centre weigh < 1e-7 of the peak (exp(-5.7^2/2)), below float32
+resolution of the result: ``blur_kernel_sizes`` skips them."""
+
+
+def blur_kernel_sizes(sigma: Tensor, kernel_size: int) -> Tensor:
+    """Per-sample kernel size that covers ``BLUR_TAIL_SIGMAS`` sigmas, rounded up to a quarter, half, three
+    quarters or all of the radius of ``kernel_size``, so that samples share few convolutions."""
+    full = kernel_size // 2
+    radii = torch.tensor(sorted({min(full, max(1, full * i // 4)) for i in range(1, 5)}), device=sigma.device)
+    need = torch.ceil(BLUR_TAIL_SIGMAS * sigma).clamp_(max=full)
+    return 2 * radii[torch.searchsorted(radii, need.to(radii.dtype))] + 1
 
 
 def gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:

@@ -15,7 +15,7 @@ CROP_DRAWS = 2 * CROP_ATTEMPTS + 2
 """Uniform numbers per sample used by ``sample_crops``: scales, log-ratios, top, left."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ViewParams:
     """Everything random about one batch of views; tensors of length N on one device.
 

@@ -8,8 +8,10 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.profiler import record_function
 
 from cassle.augment.functional import (
+    blur_kernel_sizes,
     color_jitter,
     gaussian_blur,
     jitter_order_code,
@@ -140,12 +142,15 @@ class ViewSampler:
         """Views ``N x 3 x size x size`` (float32, [0, 1]) and omega ``N x 14`` on the images' device."""
         return self.apply(images, self.sample(image_sizes(images), generator))
 
-    def sample(self, src_size: Tensor, generator: torch.Generator | None = None) -> ViewParams:
+    def sample(self, src_size: Tensor | Sequence[Sequence[int]], generator: torch.Generator | None = None
+               ) -> ViewParams:
         """Draw all random parameters for sources of sizes ``N x 2`` (H, W), on the generator's device."""
         src_size = torch.as_tensor(src_size, dtype=torch.int64)
-        if src_size.ndim != 2 or src_size.shape[1] != 2 or src_size.shape[0] == 0 or (src_size < 1).any():
-            raise ValueError(f"src_size must be a non-empty N x 2 table of positive (height, width), "
-                             f"got {src_size.tolist()}")
+        if src_size.ndim != 2 or src_size.shape[1] != 2 or src_size.shape[0] == 0:
+            raise ValueError(f"src_size must be a non-empty N x 2 table of (height, width), got shape "
+                             f"{tuple(src_size.shape)}; use image_sizes(images)")
+        if (src_size < 1).any():
+            raise ValueError(f"src_size must be positive, got a minimum of {int(src_size.min())}")
         device = generator.device if generator is not None else torch.device("cpu")
         n = src_size.shape[0]
         u = torch.rand(n, _DRAWS, generator=generator, dtype=torch.float64, device=device)
@@ -176,26 +181,22 @@ class ViewSampler:
         if len(params) != sizes.shape[0] or not torch.equal(params.src_size.cpu(), sizes):
             raise ValueError(f"params were sampled for {len(params)} sources of other sizes than these "
                              f"{sizes.shape[0]} images; sample them with sampler.sample(image_sizes(images))")
-        device = images.device if isinstance(images, Tensor) else images[0].device
-        p = params.to(device)
-        views = self._crop_resize_flip(images, p)
-        color_diff = torch.zeros(len(p), 3, dtype=torch.float32, device=device)
-        if (idx := _subset(p.jitter)) is not None:
-            idx = idx[jitter_order_code(p.order[idx]).argsort()]  # samples sharing an op order side by side
-            x = views.index_select(0, idx)
-            before = x.mean(dim=(2, 3))
-            color_jitter(x, p.factors.index_select(0, idx), p.order.index_select(0, idx))
-            color_diff.index_copy_(0, idx, before - x.mean(dim=(2, 3)))
-            views.index_copy_(0, idx, x)
-        if (idx := _subset(p.grayscale)) is not None:
-            views.index_copy_(0, idx, to_gray(views.index_select(0, idx)).expand(-1, 3, -1, -1))
-        if (idx := _subset(p.blur)) is not None:
-            blurred = gaussian_blur(views.index_select(0, idx), p.sigma.index_select(0, idx), self.blur_kernel)
-            views.index_copy_(0, idx, blurred)
+        p = params.to(images.device if isinstance(images, Tensor) else images[0].device)
+        with record_function("ViewSampler.crop"):
+            views = self._crop_resize_flip(images, p)
+        with record_function("ViewSampler.jitter"):
+            color_diff = self._jitter(views, p)
+        with record_function("ViewSampler.grayscale"):
+            if (idx := _subset(p.grayscale)) is not None:
+                views.index_copy_(0, idx, to_gray(views.index_select(0, idx)).expand(-1, 3, -1, -1))
+        with record_function("ViewSampler.blur"):
+            self._blur(views, p)
         return views, self._omega(p, color_diff)
 
     def _crop_resize_flip(self, images: Images, p: ViewParams) -> Tensor:
-        """Crop, resize and flip: one grid_sample per supersampling level (one in all without antialiasing)."""
+        """Crop, resize and flip. A batch tensor: every sample at one bilinear sample per pixel, then again, with
+        k x k sub-samples, the samples whose downscale needs them (antialias). A list: each supersampling level's
+        crop regions are packed into one tensor (small padding) and rendered at that level."""
         crop = p.crop.to(torch.float32)
         k = supersampling(crop[:, 2:].amax(dim=1) / self.size, self.antialias)
         if isinstance(images, Tensor):  # all at level 1, then the few samples that need more sub-samples again
@@ -216,6 +217,27 @@ class ViewSampler:
             origin = torch.zeros_like(size[0])
             views.index_copy_(0, idx, resized_crop(src, origin, origin, *size, p.flip[idx], self.size, level))
         return views
+
+    @staticmethod
+    def _jitter(views: Tensor, p: ViewParams) -> Tensor:
+        """Colour-jitter the selected views in place; returns color_diff (N x 3, zero where not jittered)."""
+        color_diff = torch.zeros(len(p), 3, dtype=torch.float32, device=views.device)
+        if (idx := _subset(p.jitter)) is not None:
+            idx = idx[jitter_order_code(p.order[idx]).argsort()]  # samples sharing an op order side by side
+            x = views.index_select(0, idx)
+            before = x.mean(dim=(2, 3))
+            color_jitter(x, p.factors.index_select(0, idx), p.order.index_select(0, idx))
+            color_diff.index_copy_(0, idx, before - x.mean(dim=(2, 3)))
+            views.index_copy_(0, idx, x)
+        return color_diff
+
+    def _blur(self, views: Tensor, p: ViewParams) -> None:
+        """Blur the selected views in place, grouped by the kernel size their sigma needs."""
+        if (idx := _subset(p.blur)) is not None:
+            sizes = blur_kernel_sizes(p.sigma[idx], self.blur_kernel)
+            for size in sizes.unique().tolist():
+                sub = idx[sizes == size]
+                views.index_copy_(0, sub, gaussian_blur(views.index_select(0, sub), p.sigma[sub], size))
 
     def _omega(self, p: ViewParams, color_diff: Tensor) -> Tensor:
         """Assemble the N x 14 descriptor (layout in OMEGA_SLICES)."""

@@ -55,7 +55,7 @@ def draw_views_figure(dataset: str, out: Path | str, root: Path | None = None, n
     generator = torch.Generator().manual_seed(seed)
     views = [sampler(images, generator=generator) for _ in range(2)]
 
-    fig, axes = plt.subplots(n_images, 3, figsize=(7.5, 2.9 * n_images), squeeze=False)
+    fig, axes = plt.subplots(n_images, 3, figsize=(7.5, 3.4 * n_images), squeeze=False)
     colors = ("tab:orange", "tab:cyan")
     for row, image in enumerate(images):
         source = axes[row, 0]
@@ -72,7 +72,7 @@ def draw_views_figure(dataset: str, out: Path | str, root: Path | None = None, n
             ax.set_xticks([])
             ax.set_yticks([])
     fig.suptitle(f"{dataset}: two views per image and their omega (seed {seed})")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (3.4 * n_images)))
     path = Path(out)
     atomic_savefig(fig, path)
     plt.close(fig)

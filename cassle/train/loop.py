@@ -27,7 +27,8 @@ from cassle.augment import ViewSampler
 from cassle.distributed import DistributedContext, convert_sync_batchnorm, init_from_env
 from cassle.io import atomic_torch_save, write_json
 from cassle.methods import Method, build_method
-from cassle.provenance import config_hash, provenance
+from cassle.config import experiment_hash
+from cassle.provenance import provenance
 from cassle.train.checkpoint import CheckpointManager, load_model_state, model_state, unwrap_model
 from cassle.train.optim import build_optimizer, scaled_lr
 from cassle.train.rng import capture_rng, restore_rng
@@ -113,7 +114,7 @@ class Trainer:
         if config["batch_size"] % self.ctx.world_size:
             raise ValueError(f"config key 'batch_size' = {config['batch_size']} is not divisible by the "
                              f"{self.ctx.world_size} processes")
-        self.hash = config_hash(self.config)
+        self.hash = experiment_hash(self.config)
         self.progress = progress and self.ctx.rank == 0
         seed_everything(config["seed"])
         self.method: Method = build_method(config)
@@ -139,7 +140,7 @@ class Trainer:
                 self.method, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 broadcast_buffers=False, find_unused_parameters=config["variant"] == "augself")
         if config["compile"]:
-            self.method.backbone = torch.compile(self.method.backbone)
+            self.method.backbone.compile()  # in place: state_dict keys stay those of the backbone
         self.checkpoints = CheckpointManager(self.work, keep=2, config_hash=self.hash)
         self.step = 0
 
@@ -291,7 +292,8 @@ class Trainer:
             "steps": self.step, "epochs": self.step / self.plan.steps_per_epoch, "final": dict(last),
             "samples_per_s": steps_run * self.config["batch_size"] / seconds if steps_run and seconds > 0 else None,
             "resumed": resumed, "world_size": self.ctx.world_size,
-            "provenance": provenance(self.config, self.config["seed"]), "config": self.config,
+            "experiment_hash": self.hash, "provenance": provenance(self.config, self.config["seed"]),
+            "config": self.config,
         }
         if self.ctx.rank == 0:
             atomic_torch_save(unwrap_model(self.method).export_backbone(), self.out / "backbone.pt")

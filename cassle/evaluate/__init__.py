@@ -1,0 +1,1 @@
+"""Downstream evaluations of frozen backbones: feature extraction and one module per task."""

@@ -1,0 +1,352 @@
+"""The linear evaluation protocol (paper A.2, Table 2) on frozen, un-normalised features, and `cassle eval linear`.
+
+Classification: L2-regularised multinomial logistic regression trained full-batch with L-BFGS (strong-Wolfe line
+search). For a penalty w the objective over the N fit samples is
+
+    sum_i CE(W x_i + b, y_i) + w * ||W||_F^2            (the bias b is NOT penalised)
+
+which is scikit-learn's `LogisticRegression(C=1 / (2 w))` (lbfgs, multinomial, intercept unpenalised). L-BFGS
+minimises it divided by N (same minimiser, better-scaled tolerances) on features centred by the fit set's mean:
+with an unpenalised bias this is an exact reparametrisation (W (x - mu) + b' with b = b' - W mu), not a change of
+the features, and it removes the large common offset of ReLU features that otherwise slows L-BFGS down.
+
+Regression (r2): ridge regression, sum_i ||W x_i + b - y_i||^2 + w * ||W||_F^2 (bias unpenalised; scikit-learn's
+`Ridge(alpha=w)`), solved exactly for the whole grid from one eigendecomposition of the centred Gram matrix.
+
+Protocol: fit on train for every penalty of the grid (45 values log-spaced in [1e-6, 1e5]), score on val, keep the
+best (ties: the smallest penalty, as the authors' strict `>` over an ascending grid), refit on train + val starting
+from the chosen model, and report the test score once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from cassle.evaluate.load import EXTERNAL_ARCHS, resolve_device
+from cassle.evaluate.metrics import METRICS, REGRESSION_METRICS, check_metric, pearson_r2, score
+
+__all__ = ["PENALTIES", "LinearModel", "SolverSettings", "add_arguments", "linear_probe", "run", "score"]
+
+SPLIT_NAMES = ("train", "val", "test")
+PENALTIES: tuple[float, ...] = tuple(torch.logspace(-6, 5, 45, dtype=torch.float64).tolist())
+"""The authors' grid: `torch.logspace(-6, 5, 45)`."""
+
+Features = Mapping[str, Tensor]
+
+
+@dataclass(frozen=True)
+class SolverSettings:
+    """L-BFGS settings. Tolerances apply to the objective divided by N (see the module docstring)."""
+
+    max_iter: int = 5000
+    history_size: int = 20
+    tolerance_grad: float = 1e-6
+    tolerance_change: float = 1e-10
+
+
+@dataclass
+class LinearModel:
+    """A linear head on un-centred features: outputs = x @ weight.T + bias.
+
+    For classification `classes` holds the label of each output row (the classes present in the fit set).
+    """
+
+    weight: Tensor
+    bias: Tensor
+    classes: Tensor | None = None
+    iterations: int = 0
+
+    def outputs(self, x: Tensor) -> Tensor:
+        """Logits (classification) or predicted targets (regression), N x outputs."""
+        return torch.addmm(self.bias, x.to(self.weight.dtype), self.weight.T)
+
+    def predict(self, x: Tensor) -> Tensor:
+        """Predicted labels (classification) or targets (regression)."""
+        out = self.outputs(x)
+        return out if self.classes is None else self.classes[out.argmax(1)]
+
+
+class _LogisticProblem:
+    """One fit set for multinomial logistic regression, in a rotated, rescaled basis (exact reparametrisation).
+
+    The features are centred by their mean and rotated onto the eigenvectors V of their Gram matrix:
+    z = (x - mean) V. Since the penalty ||W||^2 is rotation-invariant and the bias unpenalised, solving for W' = W V
+    is the same problem. In that basis L-BFGS runs on Q = W' / d with a per-direction scale d that equalises the
+    approximate curvature (eigenvalue / classes + 2 w): a diagonal preconditioner, also exact.
+    """
+
+    def __init__(self, x: Tensor, y: Tensor) -> None:
+        self.classes, target = torch.unique(y, return_inverse=True)
+        self.mean = x.mean(0)
+        centred = x - self.mean
+        eigenvalues, self.basis = torch.linalg.eigh(centred.T @ centred)
+        self.eigenvalues = eigenvalues.clamp_min(0)
+        self.z = centred @ self.basis
+        self.onehot = torch.nn.functional.one_hot(target, len(self.classes)).to(x.dtype)
+
+    def fit(self, penalty: float, init: LinearModel | None, settings: SolverSettings) -> LinearModel:
+        """Minimise the penalised cross-entropy with L-BFGS, starting from `init` (or zero)."""
+        n, dim = self.z.shape
+        curvature = self.eigenvalues / len(self.classes) + 2 * penalty
+        scale = (curvature.mean() / curvature).sqrt()
+        if init is None:
+            q = self.z.new_zeros(len(self.classes), dim)
+            bias = self.z.new_zeros(len(self.classes))
+        else:
+            q = (init.weight @ self.basis) / scale
+            bias = init.bias + init.weight @ self.mean  # into centred coordinates
+        reg = penalty / n
+        optimizer = torch.optim.LBFGS(
+            [q, bias], lr=1, max_iter=settings.max_iter, history_size=settings.history_size,
+            tolerance_grad=settings.tolerance_grad, tolerance_change=settings.tolerance_change,
+            line_search_fn="strong_wolfe",
+        )
+        zs = self.z * scale
+        scale2 = scale.square()
+
+        def closure() -> Tensor:
+            logp = torch.addmm(bias, zs, q.T).log_softmax(1)
+            qs2 = q * scale2
+            loss = -(logp * self.onehot).sum() / n + reg * (q * qs2).sum()
+            residual = logp.exp_().sub_(self.onehot)
+            q.grad = torch.addmm(qs2, residual.T, zs, beta=2 * reg, alpha=1 / n)
+            bias.grad = residual.sum(0) / n
+            return loss
+
+        optimizer.step(closure)
+        iterations = optimizer.state[optimizer._params[0]]["n_iter"]
+        weight = (q * scale) @ self.basis.T
+        return LinearModel(weight, bias - weight @ self.mean, self.classes, iterations)
+
+
+def _ridge_path(x: Tensor, y: Tensor, penalties: Sequence[float]) -> list[LinearModel]:
+    """Exact ridge solutions for every penalty (float64), from one eigendecomposition of the centred Gram matrix."""
+    x64, y64 = x.double(), y.double().reshape(len(y), -1)
+    x_mean, y_mean = x64.mean(0), y64.mean(0)
+    xc = x64 - x_mean
+    eigenvalues, eigenvectors = torch.linalg.eigh(xc.T @ xc)
+    eigenvalues = eigenvalues.clamp_min(0)
+    projected = eigenvectors.T @ (xc.T @ (y64 - y_mean))
+    models = []
+    for penalty in penalties:
+        weight = (eigenvectors @ (projected / (eigenvalues + penalty)[:, None])).T
+        models.append(LinearModel(weight.to(x.dtype), (y_mean - weight @ x_mean).to(x.dtype)))
+    return models
+
+
+def _check_splits(splits: Mapping[str, Features], regression: bool) -> None:
+    """Raise ValueError naming the split and the problem: missing keys, empty, mismatched sizes or dims."""
+    dims = {}
+    for name, split in splits.items():
+        if not isinstance(split, Mapping) or not {"x", "y"} <= set(split):
+            raise ValueError(f"split '{name}' must be a mapping with keys 'x' (N x D features) and 'y' (targets)")
+        x, y = split["x"], split["y"]
+        if x.dim() != 2:
+            raise ValueError(f"split '{name}': features must be N x D, got shape {tuple(x.shape)}")
+        if len(x) == 0:
+            raise ValueError(f"split '{name}' is empty (0 samples); every split needs at least one sample")
+        if len(y) != len(x):
+            raise ValueError(f"split '{name}': {len(x)} feature rows but {len(y)} targets; they must match")
+        if not regression and (y.dim() != 1 or y.is_floating_point()):
+            raise ValueError(f"split '{name}': classification targets must be a 1-D integer tensor, got "
+                             f"{y.dtype} of shape {tuple(y.shape)}; use --metric r2 for regression targets")
+        if not torch.isfinite(x).all():
+            raise ValueError(f"split '{name}': features contain NaN or infinity")
+        dims[name] = x.shape[1]
+    if len(set(dims.values())) > 1:
+        raise ValueError(f"feature dimensions differ between splits: {dims}; all splits must come from one model")
+
+
+def linear_probe(
+    train: Features,
+    val: Features,
+    test: Features,
+    metric: str,
+    penalties: Sequence[float] | None = None,
+    device: torch.device | str | None = None,
+    warm_start: bool = True,
+    dtype: torch.dtype = torch.float32,
+    settings: SolverSettings = SolverSettings(),
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run the linear protocol: sweep `penalties` on train, select on val, refit on train + val, score test.
+
+    `train`/`val`/`test` are `{"x": N x D features, "y": targets}` (integer labels, or N x K floats for `r2`).
+    `warm_start`: each classification fit starts from the previous penalty's solution (the sweep runs from the
+    strongest penalty to the weakest); otherwise from zero. Returns the metric, the test score (`test`), the chosen
+    `penalty`, `val_scores` (one per penalty, in grid order), `penalties` and L-BFGS iteration counts; for `r2`
+    also the authors' correlation-based R2 (`test_r2_authors`, `val_scores_r2_authors`).
+    """
+    check_metric(metric)
+    regression = metric in REGRESSION_METRICS
+    _check_splits({"train": train, "val": val, "test": test}, regression)
+    grid = sorted(float(p) for p in (PENALTIES if penalties is None else penalties))
+    if not grid or any(not (p > 0 and math.isfinite(p)) for p in grid):
+        raise ValueError(f"penalties must be a non-empty list of positive finite numbers, got {list(grid)}")
+    device = resolve_device(device)
+    target_dtype = dtype if regression else torch.long
+    tr, va, te = ({k: v.to(device, target_dtype if k == "y" else dtype) for k, v in s.items() if k in ("x", "y")}
+                  for s in (train, val, test))
+    trainval = {k: torch.cat([tr[k], va[k]]) for k in ("x", "y")}
+
+    if regression:
+        models = _ridge_path(tr["x"], tr["y"], grid)
+    else:
+        models = _logistic_path(_LogisticProblem(tr["x"], tr["y"]), grid, warm_start, settings, progress)
+    val_scores = [score(m.predict(va["x"]), va["y"], metric) for m in models]
+    best = max(range(len(grid)), key=lambda i: (val_scores[i], -i))  # first maximum = smallest penalty
+    if regression:
+        final = _ridge_path(trainval["x"], trainval["y"], [grid[best]])[0]
+    else:
+        final = _LogisticProblem(trainval["x"], trainval["y"]).fit(grid[best], models[best], settings)
+    prediction = final.predict(te["x"])
+    result: dict[str, Any] = {
+        "metric": metric,
+        "test": score(prediction, te["y"], metric),
+        "penalty": grid[best],
+        "penalties": grid,
+        "val_scores": val_scores,
+        "warm_start": warm_start,
+        "dtype": str(dtype).removeprefix("torch."),
+        "device": str(device),
+        "sizes": {name: len(split["x"]) for name, split in zip(SPLIT_NAMES, (tr, va, te))},
+        "dim": tr["x"].shape[1],
+    }
+    if regression:
+        result["test_r2_authors"] = pearson_r2(prediction, te["y"])
+        result["val_scores_r2_authors"] = [pearson_r2(m.predict(va["x"]), va["y"]) for m in models]
+    else:
+        result["iterations"] = [m.iterations for m in models]
+        result["refit_iterations"] = final.iterations
+    return result
+
+
+def _logistic_path(
+    problem: _LogisticProblem, grid: Sequence[float], warm_start: bool, settings: SolverSettings, progress: bool
+) -> list[LinearModel]:
+    """Fit every penalty of the ascending `grid`, solving from the strongest to the weakest; grid order out."""
+    models: dict[int, LinearModel] = {}
+    previous = None
+    for i in tqdm(reversed(range(len(grid))), total=len(grid), desc="linear probe", disable=not progress):
+        previous = problem.fit(grid[i], previous if warm_start else None, settings)
+        models[i] = previous
+    return [models[i] for i in range(len(grid))]
+
+
+def load_feature_dir(folder: Path) -> dict[str, dict[str, Tensor]]:
+    """Read `folder/{train,val,test}.pt` (each `{"x": N x D, "y": targets}`) onto the CPU."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"features folder {folder} does not exist; pass the folder holding train.pt, val.pt "
+                                "and test.pt (e.g. the features/ folder of an earlier `cassle eval linear` run)")
+    splits = {}
+    for name in SPLIT_NAMES:
+        path = folder / f"{name}.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"features file {path} is missing; --features needs train.pt, val.pt and test.pt")
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(data, Mapping) or not {"x", "y"} <= set(data):
+            raise ValueError(f"features file {path} must hold a dict with keys 'x' (N x D features) and 'y' "
+                             f"(targets), got {type(data).__name__}" + (f" with keys {sorted(data)}"
+                                                                        if isinstance(data, Mapping) else ""))
+        splits[name] = {"x": torch.as_tensor(data["x"]), "y": torch.as_tensor(data["y"])}
+    return splits
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `cassle eval linear` (the common `cassle eval` options, SOURCE optional, plus --features)."""
+    parser.add_argument("source", nargs="?", type=Path, default=None,
+                        help="pretraining run folder, or a .pt torchvision ResNet state_dict (then give --arch); "
+                        "leave out with --features")
+    parser.add_argument("--features", type=Path, default=None,
+                        help="evaluate precomputed features DIR/{train,val,test}.pt (each {'x': N x D, 'y': "
+                        "targets}) instead of extracting them from SOURCE")
+    parser.add_argument("--metric", choices=METRICS, default=None,
+                        help="score reported on test (default: the dataset's; required with --features)")
+    parser.add_argument("--arch", choices=EXTERNAL_ARCHS, default=None,
+                        help="architecture of a state_dict source (not needed for run folders)")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="evaluation image size (default: the run's pretraining size; 224, or 32 for a "
+                        "CIFAR-stem state_dict)")
+    parser.add_argument("--dataset", default=None, help="registered downstream dataset (required with SOURCE)")
+    parser.add_argument("--data-root", type=Path, default=None, help="folder of the dataset (not needed for "
+                        "synthetic)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="output folder: metrics.json and features/ (extracted features, reused on rerun)")
+    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda[:N]")
+    parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: 256)")
+    parser.add_argument("--workers", type=int, default=4, help="data-loading worker processes (default: 4)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (the probe itself is deterministic)")
+    parser.add_argument("--max-images", type=int, default=None,
+                        help="use only the first N images of each split (quick runs; default: all)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                        help="precision of the probe (default: float32)")
+    parser.add_argument("--no-warm-start", dest="warm_start", action="store_false",
+                        help="start every penalty of the sweep from zero instead of the previous solution")
+
+
+def run(args: argparse.Namespace) -> int:
+    """`cassle eval linear`: get train/val/test features, run the protocol, write OUT/metrics.json."""
+    from cassle.io import file_sha256, read_json, write_json
+    from cassle.provenance import provenance
+
+    torch.manual_seed(args.seed)
+    device = resolve_device(args.device)
+    if args.features is not None:
+        if args.source is not None:
+            raise ValueError(f"give either SOURCE ({args.source}) or --features ({args.features}), not both")
+        if args.metric is None:
+            raise ValueError("--features needs --metric (top1, class_avg or r2): the features carry no dataset")
+        splits, metric = load_feature_dir(args.features), args.metric
+    else:
+        if args.source is None or args.dataset is None:
+            raise ValueError("give SOURCE and --dataset NAME (features are extracted), or --features DIR")
+        splits, metric, info = _extract_splits(args, device)
+    dtype = getattr(torch, args.dtype)
+    result = linear_probe(splits["train"], splits["val"], splits["test"], metric, device=device,
+                          warm_start=args.warm_start, dtype=dtype, progress=not args.quiet)
+    metrics = {metric: result["test"], "penalty": result["penalty"]}
+    if "test_r2_authors" in result:
+        metrics["r2_authors"] = result["test_r2_authors"]
+    options = {"metric": metric, "penalties": result["penalties"], "warm_start": args.warm_start,
+               "dtype": args.dtype}
+    path = args.out / "metrics.json"
+    if args.features is not None:
+        digests = {name: file_sha256(args.features / f"{name}.pt") for name in SPLIT_NAMES}
+        source = {"kind": "features", "path": str(args.features), "sha256": digests}
+        write_json(path, {"task": "linear", "dataset": args.dataset, "metrics": metrics, "source": source,
+                          "options": options, "provenance": provenance({"task": "linear", **source, **options},
+                                                                       args.seed)})
+    else:
+        from cassle.evaluate.load import write_eval_metrics
+
+        write_eval_metrics(args, "linear", metrics, info, options)
+    record = read_json(path)
+    record["sweep"] = result
+    write_json(path, record)
+    print(f"linear {metric} on {args.dataset or args.features}: {result['test']:.4f} (penalty {result['penalty']:.3g})")
+    return 0
+
+
+def _extract_splits(args: argparse.Namespace, device: torch.device) -> tuple[dict[str, Features], str, dict]:
+    """Features of every split of `args.dataset` from `args.source` (cached in OUT/features/), the metric, the
+    source description."""
+    from cassle.data import get_dataset
+    from cassle.evaluate.features import feature_options, split_features
+    from cassle.evaluate.load import backbone_from_args
+
+    metric = check_metric(args.metric or get_dataset(args.dataset).metric)
+    backbone, info, device = backbone_from_args(args)
+    options = feature_options(args, device)
+    splits = {split: split_features(backbone, info, args.dataset, split, args.out, **options) for split in SPLIT_NAMES}
+    return splits, metric, info

@@ -1,0 +1,249 @@
+"""Corruptions (ImageNet-C weather), the sensitivity eval (InfoNCE per stage) and the conditioning eval (Fig 3)."""
+
+from __future__ import annotations
+
+import argparse
+import colorsys
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor, nn
+
+from cassle.config import resolve
+from cassle.data import SyntheticShapes
+from cassle.evaluate import conditioning, corruption, sensitivity
+from cassle.evaluate.corruptions import CORRUPTIONS, corrupt, motion_blur, plasma_fractal
+from cassle.evaluate.load import load_method
+from cassle.io import read_json
+from cassle.train.loop import pretrain
+
+TINY = {"framework": "mocov2", "backbone": "resnet_narrow", "dataset": "synthetic", "max_steps": 2,
+        "batch_size": 16, "projector.hidden_dim": 64, "projector.out_dim": 32, "queue_size": 64,
+        "conditioning.encoder_depth": 2, "conditioning.encoder_width": 16, "num_workers": 0}
+
+
+@pytest.fixture(scope="module")
+def cassle_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cassle_run")
+    pretrain(resolve({**TINY, "variant": "cassle"}), out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def vanilla_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("vanilla_run")
+    pretrain(resolve({**TINY, "variant": "vanilla"}), out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def images() -> Tensor:
+    return SyntheticShapes("test", size=32).render(list(range(6))).float() / 255
+
+
+def _args(module, argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+# --- corruptions ----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", CORRUPTIONS)
+def test_corruptions_keep_shape_and_range_and_are_deterministic(images: Tensor, name: str) -> None:
+    for severity in (1, 5):
+        out = corrupt(images, name, severity, seed=3)
+        assert out.shape == images.shape and out.dtype == images.dtype
+        assert out.min() >= 0 and out.max() <= 1
+        assert not torch.equal(out, images)
+        assert torch.equal(out, corrupt(images, name, severity, seed=3))
+        # per-image randomness: a sub-batch with the same dataset indices gives the same images
+        torch.testing.assert_close(corrupt(images[2:4], name, severity, seed=3, indices=[2, 3]), out[2:4])
+    if name != "brightness":
+        assert not torch.equal(corrupt(images, name, 3, seed=0), corrupt(images, name, 3, seed=1))
+
+
+@pytest.mark.parametrize("name", ["brightness", "fog", "snow"])
+def test_corruption_change_grows_with_severity(images: Tensor, name: str) -> None:
+    change = [(corrupt(images, name, s) - images).abs().mean().item() for s in (1, 3, 5)]
+    assert change[0] < change[1] < change[2]
+
+
+def test_frost_hides_the_image_more_with_severity(images: Tensor) -> None:
+    # ImageNet-C's frost trades image weight for frost weight, so the image's share (correlation) falls
+    def correlation(a: Tensor, b: Tensor) -> float:
+        return float(np.corrcoef(a.flatten().numpy(), b.flatten().numpy())[0, 1])
+
+    corr = [correlation(corrupt(images, "frost", s), images) for s in (1, 3, 5)]
+    assert corr[0] > corr[1] > corr[2]
+
+
+def test_brightness_matches_an_hsv_value_shift(images: Tensor) -> None:
+    x = torch.cat([images[:1, :, :4, :4], torch.zeros(1, 3, 4, 4)])  # includes black pixels
+    out = corrupt(x, "brightness", 2)
+    for n, i, j in [(0, 0, 0), (0, 1, 3), (0, 3, 2), (1, 0, 0)]:
+        h, s, v = colorsys.rgb_to_hsv(*x[n, :, i, j].tolist())
+        expected = colorsys.hsv_to_rgb(h, s, min(1.0, v + 0.2))
+        torch.testing.assert_close(out[n, :, i, j], torch.tensor(expected), atol=1e-6, rtol=0)
+
+
+def test_plasma_fractal_is_a_normalised_power_of_two_map() -> None:
+    rng = np.random.default_rng(0)
+    grid = plasma_fractal(64, 2.0, rng)
+    assert grid.shape == (64, 64) and grid.min() == 0 and grid.max() == 1
+    assert np.abs(np.diff(grid, axis=0)).mean() < 0.2  # smooth, not white noise
+    with pytest.raises(ValueError, match="power of two"):
+        plasma_fractal(60, 2.0, rng)
+
+
+def test_motion_blur_matches_a_one_sided_weighted_sum() -> None:
+    layer = torch.rand(2, 1, 5, 9, dtype=torch.float64)
+    radius, sigma = 3, 2.0
+    weights = np.exp(-np.arange(2 * radius + 1) ** 2 / (2 * sigma**2))
+    weights /= weights.sum()
+    out = motion_blur(layer, radius, sigma, torch.tensor([0.0, 90.0]))
+    a = layer.numpy()[:, 0]
+    right = sum(w * a[0][:, np.minimum(np.arange(9) + i, 8)] for i, w in enumerate(weights))  # angle 0: +x
+    down = sum(w * a[1][np.minimum(np.arange(5) + i, 4), :] for i, w in enumerate(weights))  # angle 90: +y
+    np.testing.assert_allclose(out[0, 0].numpy(), right, atol=1e-10)
+    np.testing.assert_allclose(out[1, 0].numpy(), down, atol=1e-10)
+
+
+def test_corrupt_rejects_bad_input(images: Tensor) -> None:
+    with pytest.raises(ValueError, match="unknown corruption 'rain'"):
+        corrupt(images, "rain", 1)
+    with pytest.raises(ValueError, match="severity must be one of"):
+        corrupt(images, "fog", 6)
+    with pytest.raises(ValueError, match="N x 3 x H x W"):
+        corrupt(images[0], "fog", 1)
+
+
+def test_corruption_eval_writes_scores_per_corruption_and_severity(cassle_run: Path, tmp_path: Path) -> None:
+    args = _args(corruption, [str(cassle_run), "--dataset", "synthetic", "--out", str(tmp_path), "--max-images",
+                              "32", "--corruptions", "brightness", "fog", "--severities", "1", "5", "--workers", "0",
+                              "--penalties", "1", "--quiet", "--device", "cpu"])
+    assert corruption.run(args) == 0
+    record = read_json(tmp_path / "metrics.json")
+    metrics = record["metrics"]
+    assert record["task"] == "corruption"
+    expected = {"clean", "brightness/1", "brightness/5", "fog/1", "fog/5", "brightness", "fog", "severity/1",
+                "severity/5", "mean"}
+    assert set(metrics) == expected and all(0 <= v <= 1 for v in metrics.values())
+    assert metrics["fog"] == pytest.approx((metrics["fog/1"] + metrics["fog/5"]) / 2)
+    assert (tmp_path / "features" / "test-fog-5.pt").is_file()
+
+
+# --- sensitivity ----------------------------------------------------------------------------------------------------
+
+def test_infonce_matches_a_hand_computation() -> None:
+    a = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    b = torch.tensor([[2.0, 1.0], [0.0, 1.0], [-1.0, 1.0]])
+    t = 0.5
+    unit = lambda v: [x / math.hypot(*v) for x in v]  # noqa: E731
+    rows, cols = [unit(r) for r in a.tolist()], [unit(r) for r in b.tolist()]
+    expected = 0.0
+    for i, r in enumerate(rows):
+        logits = [sum(p * q for p, q in zip(r, c)) / t for c in cols]
+        expected += -(logits[i] - math.log(sum(math.exp(v) for v in logits))) / 3
+    assert sensitivity.infonce(a, b, t).item() == pytest.approx(expected * 2 * t, rel=1e-6)
+    # feature maps are flattened
+    maps = torch.randn(4, 2, 3, 3)
+    assert sensitivity.infonce(maps, maps).item() == pytest.approx(
+        sensitivity.infonce(maps.flatten(1), maps.flatten(1)).item())
+
+
+def test_identity_augmentation_gives_the_lowest_infonce(cassle_run: Path) -> None:
+    method = load_method(cassle_run, "cpu")
+    data = SyntheticShapes("test", size=32, lengths={"test": 32})
+    samplers = {name: sensitivity.single_augmentation_sampler(name, 32) for name in ("identity", "crop", "color")}
+    views, omega = samplers["identity"](data.render(range(4)).float() / 255)
+    torch.testing.assert_close(views, data.render(range(4)).float() / 255, atol=1e-5, rtol=0)
+    torch.testing.assert_close(omega, sensitivity.identity_omega(4))
+    loader = sensitivity.batch_loader([(x.float() / 255, y) for x, y in data], 16, seed=0)
+    result = sensitivity.stage_sensitivity(method.backbone, method.normalize, loader, samplers,
+                                           project=method.project)
+    assert set(result["crop"]) == {*method.backbone.stage_names, "projector"}
+    for stage, value in result["identity"].items():
+        assert value <= result["crop"][stage] + 1e-6 and value <= result["color"][stage] + 1e-6
+
+
+def test_sensitivity_eval_writes_metrics_and_figure_and_compares(cassle_run: Path, vanilla_run: Path,
+                                                                 tmp_path: Path) -> None:
+    common = ["--dataset", "synthetic", "--max-images", "40", "--batch-size", "16", "--workers", "0", "--quiet",
+              "--augmentations", "flip", "blur"]
+    first = tmp_path / "vanilla"
+    assert sensitivity.run(_args(sensitivity, [str(vanilla_run), "--out", str(first), *common])) == 0
+    second = tmp_path / "cassle"
+    assert sensitivity.run(_args(sensitivity, [str(cassle_run), "--out", str(second), "--compare", str(first),
+                                               *common])) == 0
+    record = read_json(second / "metrics.json")
+    assert record["options"]["label"] == "mocov2 cassle"
+    assert set(record["metrics"]) == {f"infonce/{aug}/{stage}" for aug in ("flip", "blur")
+                                      for stage in ("stem", "layer1", "layer2", "layer3", "layer4", "pooled",
+                                                    "projector")}
+    assert all(v >= 0 for v in record["metrics"].values())
+    assert (second / "sensitivity.png").stat().st_size > 0 and (second / "sensitivity.pdf").is_file()
+    with pytest.raises(FileNotFoundError, match="--compare"):
+        sensitivity.run(_args(sensitivity, [str(cassle_run), "--out", str(tmp_path / "x"), "--compare",
+                                            str(tmp_path / "missing"), *common]))
+
+
+# --- conditioning ---------------------------------------------------------------------------------------------------
+
+class OmegaShift(nn.Module):
+    """A constructed conditioned model: features = per-image pixel means, projection = features + omega's blur
+    column, so a view's projection depends on which omega it is given in a known way."""
+
+    def embed(self, x: Tensor) -> Tensor:
+        return x.mean(dim=(2, 3))
+
+    def project(self, e: Tensor, omega: Tensor) -> Tensor:
+        return e + omega[:, :1]
+
+
+def test_true_vs_random_fraction_is_computed_per_pair() -> None:
+    data = [(torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(i)), 0) for i in range(10)]
+    loader = torch.utils.data.DataLoader(data, batch_size=5)
+    sampler = sensitivity.single_augmentation_sampler("blur", 16)
+    model = OmegaShift()
+    true, random = conditioning.pair_similarities(model, loader, sampler, seed=1)
+    # recompute independently: same generator draws, omega3 = the batch's omega2 rolled by one
+    generator = torch.Generator().manual_seed(1)
+    expected_true, expected_random = [], []
+    for x, _ in loader:
+        (v1, w1), (v2, w2) = sampler(x, generator), sampler(x, generator)
+        z1, e2 = model.project(model.embed(v1), w1), model.embed(v2)
+        for i in range(len(x)):
+            cos = lambda a, b: float(a @ b / (a.norm() * b.norm()))  # noqa: E731
+            expected_true.append(cos(z1[i], e2[i] + w2[i, 0]))
+            expected_random.append(cos(z1[i], e2[i] + w2[(i - 1) % len(x), 0]))
+    torch.testing.assert_close(true, torch.tensor(expected_true), atol=1e-5, rtol=0)
+    torch.testing.assert_close(random, torch.tensor(expected_random), atol=1e-5, rtol=0)
+    summary = conditioning.summarize(true, random)
+    beats = sum(t > r for t, r in zip(expected_true, expected_random)) / 10
+    assert summary["fraction_true_beats_random"] == pytest.approx(beats)
+    assert summary["num_pairs"] == 10
+    assert conditioning.summarize(torch.tensor([0.9, 0.1, 0.5]), torch.tensor([0.2, 0.3, 0.4]))[
+        "fraction_true_beats_random"] == pytest.approx(2 / 3)
+
+
+def test_conditioning_eval_on_a_cassle_run(cassle_run: Path, tmp_path: Path) -> None:
+    args = _args(conditioning, [str(cassle_run), "--dataset", "synthetic", "--out", str(tmp_path), "--max-images",
+                                "40", "--batch-size", "16", "--num-pairs", "33", "--workers", "0", "--quiet"])
+    assert conditioning.run(args) == 0
+    metrics = read_json(tmp_path / "metrics.json")["metrics"]
+    assert metrics["num_pairs"] == 33
+    assert 0 <= metrics["fraction_true_beats_random"] <= 1
+    assert -1 <= metrics["mean_random"] <= 1 and -1 <= metrics["mean_true"] <= 1
+    assert metrics["mean_difference"] == pytest.approx(metrics["mean_true"] - metrics["mean_random"], abs=1e-6)
+    assert (tmp_path / "conditioning.png").is_file() and (tmp_path / "conditioning.pdf").is_file()
+
+
+def test_conditioning_eval_refuses_a_vanilla_run(vanilla_run: Path, tmp_path: Path) -> None:
+    args = _args(conditioning, [str(vanilla_run), "--dataset", "synthetic", "--out", str(tmp_path), "--quiet"])
+    with pytest.raises(ValueError, match="vanilla run.*needs a CASSLE run"):
+        conditioning.run(args)
+    assert not (tmp_path / "metrics.json").exists()
