@@ -19,7 +19,7 @@ test: venv  ## run the test suite
 	$(PY) -m pytest -n auto --dist loadfile $(PYTEST_ARGS)
 
 bench: venv  ## run the CPU benchmarks (figures go to bench/results/)
-	$(PY) bench/augment.py
+	$(PY) bench/augment.py && $(PY) bench/pretrain.py && $(PY) bench/linear.py
 
 lock:  ## re-pin constraints.txt from a clean install of pyproject.toml's dependencies
 	@bash tools/lock.sh

@@ -241,3 +241,23 @@ def test_cli_usage_errors(tmp_path, many_classes) -> None:
         linear_probe(*many_classes, metric="top5")
     with pytest.raises(ValueError, match="positive finite"):
         linear_probe(*many_classes, metric="top1", penalties=[0.0])
+
+
+def test_cli_source_mode_extracts_caches_and_scores(tmp_path) -> None:
+    """`cassle eval linear RUN --dataset synthetic`: features of a real (tiny) pretraining run, cached, then probed."""
+    from cassle.config import resolve
+    from cassle.train.loop import pretrain
+
+    run = tmp_path / "run"
+    pretrain(resolve({"framework": "simclr", "backbone": "resnet_narrow", "dataset": "synthetic", "max_steps": 1,
+                      "batch_size": 16, "projector.hidden_dim": 32, "projector.out_dim": 16, "num_workers": 0}),
+             run, progress=False)
+    parser = argparse.ArgumentParser()
+    linear.add_arguments(parser)
+    out = tmp_path / "out"
+    args = parser.parse_args([str(run), "--dataset", "synthetic", "--out", str(out), "--workers", "0",
+                              "--max-images", "96", "--quiet"])
+    assert linear.run(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.0 <= metrics["metrics"]["top1"] <= 1.0 and metrics["dataset"] == "synthetic"
+    assert all((out / "features" / f"{split}.pt").exists() for split in ("train", "val", "test"))

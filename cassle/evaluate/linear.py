@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from cassle.evaluate.load import EXTERNAL_ARCHS, resolve_device
+from cassle.evaluate.load import add_common_arguments, resolve_device
 from cassle.evaluate.metrics import METRICS, REGRESSION_METRICS, check_metric, pearson_r2, score
 
 __all__ = ["PENALTIES", "LinearModel", "SolverSettings", "add_arguments", "linear_probe", "run", "score"]
@@ -264,31 +264,12 @@ def load_feature_dir(folder: Path) -> dict[str, dict[str, Tensor]]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `cassle eval linear` (the common `cassle eval` options, SOURCE optional, plus --features)."""
-    parser.add_argument("source", nargs="?", type=Path, default=None,
-                        help="pretraining run folder, or a .pt torchvision ResNet state_dict (then give --arch); "
-                        "leave out with --features")
+    add_common_arguments(parser, source_required=False)
     parser.add_argument("--features", type=Path, default=None,
                         help="evaluate precomputed features DIR/{train,val,test}.pt (each {'x': N x D, 'y': "
                         "targets}) instead of extracting them from SOURCE")
     parser.add_argument("--metric", choices=METRICS, default=None,
                         help="score reported on test (default: the dataset's; required with --features)")
-    parser.add_argument("--arch", choices=EXTERNAL_ARCHS, default=None,
-                        help="architecture of a state_dict source (not needed for run folders)")
-    parser.add_argument("--image-size", type=int, default=None,
-                        help="evaluation image size (default: the run's pretraining size; 224, or 32 for a "
-                        "CIFAR-stem state_dict)")
-    parser.add_argument("--dataset", default=None, help="registered downstream dataset (required with SOURCE)")
-    parser.add_argument("--data-root", type=Path, default=None, help="folder of the dataset (not needed for "
-                        "synthetic)")
-    parser.add_argument("--out", type=Path, required=True,
-                        help="output folder: metrics.json and features/ (extracted features, reused on rerun)")
-    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda[:N]")
-    parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: 256)")
-    parser.add_argument("--workers", type=int, default=4, help="data-loading worker processes (default: 4)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (the probe itself is deterministic)")
-    parser.add_argument("--max-images", type=int, default=None,
-                        help="use only the first N images of each split (quick runs; default: all)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                         help="precision of the probe (default: float32)")
     parser.add_argument("--no-warm-start", dest="warm_start", action="store_false",

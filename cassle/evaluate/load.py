@@ -191,16 +191,19 @@ def load_method(run_dir: Path | str, device: str | torch.device | None = None):
 
 # --- command-line helpers shared by the `cassle eval TASK` modules -------------------------------------------------
 
-def add_common_arguments(parser: argparse.ArgumentParser, dataset: str | None = None) -> None:
-    """The options every `cassle eval TASK` takes; `dataset` is the default of --dataset (None: required)."""
-    parser.add_argument("source", type=Path, help="pretraining run folder, or a .pt file with a torchvision ResNet "
-                        "state_dict (then give --arch)")
+def add_common_arguments(parser: argparse.ArgumentParser, dataset: str | None = None,
+                         source_required: bool = True) -> None:
+    """The options every `cassle eval TASK` takes; `dataset` is the default of --dataset (None: required when the
+    source is). `source_required=False` makes SOURCE optional (`cassle eval linear --features`)."""
+    parser.add_argument("source", type=Path, nargs=None if source_required else "?", default=None,
+                        help="pretraining run folder, or a .pt file with a torchvision ResNet state_dict (then give "
+                        "--arch)")
     parser.add_argument("--arch", choices=EXTERNAL_ARCHS, default=None,
                         help="architecture of a state_dict source (not needed for run folders)")
     parser.add_argument("--image-size", type=int, default=None,
                         help="evaluation image size (default: the run's pretraining size; 224, or 32 for a "
                         "CIFAR-stem state_dict)")
-    parser.add_argument("--dataset", default=dataset, required=dataset is None,
+    parser.add_argument("--dataset", default=dataset, required=dataset is None and source_required,
                         help="registered downstream dataset" + (f" (default: {dataset})" if dataset else ""))
     parser.add_argument("--data-root", type=Path, default=None, help="folder of the dataset (not needed for "
                         "synthetic)")
