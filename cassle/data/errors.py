@@ -19,7 +19,7 @@ class DatasetNotFoundError(FileNotFoundError):
             f"dataset '{dataset}': {problem} ({tried}).\n"
             f"Expected layout under the root:\n{layout}\n"
             f"Set the root with `data_roots.{dataset}: /path` in the workflow config (config/config.yaml), "
-            f"or `data_root=/path` for `cassle pretrain` / `cassle eval`."
+            f"or `--set data_root=/path` for `cassle pretrain`, `--data-root /path` for `cassle eval`."
         )
 
 
