@@ -190,3 +190,18 @@ def test_stepwise_lr_respects_multipliers_and_resumes() -> None:
                                        lr=1.0), schedule)
     other.load_state_dict(sched.state_dict())
     assert other.get_last_lr() == sched.get_last_lr()
+
+
+def test_fixed_lr_groups_keep_their_lr_while_others_follow_the_schedule():
+    """SimSiam's predictor: a group flagged fixed_lr keeps its starting lr through warm-up and decay."""
+    from cassle.train.schedules import FIXED_LR, StepwiseLR
+
+    a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([{"params": [a]}, {"params": [b], FIXED_LR: True}], lr=0.5)
+    scheduler = StepwiseLR(optimizer, lambda step: 0.5 * (1 - step / 4))
+    seen = []
+    for _ in range(4):
+        scheduler.step()
+        seen.append(scheduler.get_last_lr())
+    assert [lr for lr, _ in seen] == pytest.approx([0.375, 0.25, 0.125, 0.0])
+    assert all(fixed == 0.5 for _, fixed in seen)
