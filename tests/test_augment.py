@@ -382,3 +382,66 @@ def test_cuda_images_give_the_cpu_result() -> None:
     assert views_cuda.device.type == "cuda" and omega_cuda.device.type == "cuda"
     torch.testing.assert_close(omega_cuda.cpu(), omega, rtol=0, atol=1e-5)
     torch.testing.assert_close(views_cuda.cpu(), views, rtol=0, atol=1e-4)
+
+
+# --- fast paths (cassle.augment.render / resize): against torchvision and the one-chunk rendering ---------------
+
+AA_SOURCES = {  # images, view size
+    "uint8 batch, non-square": (lambda: torch.randint(0, 256, (20, 3, 90, 70), dtype=torch.uint8, generator=gen(20)),
+                                48),
+    "float list of sizes": (lambda: [pink_noise(s, s)[:, : s - 7] for s in (40, 64, 90, 128, 33)] * 3, 32),
+    "tiny images, 2 px views": (lambda: [torch.rand(3, h, w, generator=gen(h * w))
+                                         for h, w in [(3, 5), (7, 2), (4, 4)]] * 4, 2),
+}
+
+
+@pytest.mark.parametrize("source", AA_SOURCES)
+def test_antialiased_views_equal_torchvision_antialias(source: str) -> None:
+    """Crops downscaled on one or both axes (and upscaled ones) with flips, near every image edge: the separable
+    sparse resampling equals torchvision's antialiased resize up to float rounding."""
+    make_images, size = AA_SOURCES[source]
+    images = make_images()
+    views, omega = ViewSampler(size, crop_scale=(0.05, 1.0), crop_ratio=(0.5, 2.0), **GEOMETRY_ONLY)(
+        images, generator=gen(21))
+    crop_side = (omega[:, OMEGA_SLICES["crop"]][:, 2:] * torch.tensor([im.shape[1:] for im in images])).amax(1)
+    assert (crop_side > size + 0.5).sum() >= 2 and (crop_side < size - 0.5).sum() >= 2  # down- and upscaled
+    assert 0 < omega[:, OMEGA_SLICES["flip"]].sum() < len(images)
+    for image, view, w in zip(images, views, omega):
+        torch.testing.assert_close(view, rebuild_from_omega(image, w, size, antialias=True), rtol=0, atol=3e-5)
+
+
+@pytest.mark.parametrize("source", ["uint8 batch, non-square", "uint8 list of sizes"])
+def test_rendering_in_chunks_equals_one_chunk(source: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CPU renders cache-sized chunks (other devices: the whole batch at once); chunks of one sample and one
+    chunk for all give the same views and omega."""
+    import cassle.augment.render as render
+
+    images = SOURCES[source]()
+    sampler = ViewSampler(32, crop_scale=(0.05, 1.0))
+    params = sampler.sample(image_sizes(images), gen(22))
+    monkeypatch.setattr(render, "CPU_CHUNK_PIXELS", 10**9)
+    views, omega = sampler.apply(images, params)
+    monkeypatch.setattr(render, "CPU_CHUNK_PIXELS", 1)
+    views_chunked, omega_chunked = sampler.apply(images, params)
+    # each chunk blurs with the kernel size its largest sigma needs: other far taps (< 1e-7 of the peak)
+    torch.testing.assert_close(views_chunked, views, rtol=0, atol=5e-6)
+    keys = [k for k in OMEGA_KEYS if k != "color_diff"]
+    assert torch.equal(select_omega(omega_chunked, keys), select_omega(omega, keys))
+    torch.testing.assert_close(omega_chunked, omega, rtol=0, atol=1e-6)  # channel means summed in another order
+
+
+def test_render_order_is_a_permutation_grouping_resize_kind_and_jitter() -> None:
+    from cassle.augment.render import render_order
+
+    sampler = ViewSampler(32)
+    params = sampler.sample(torch.tensor([[40, 48]] * 50), gen(23))
+    antialias = params.crop[:, 2:].amax(dim=1) > 32
+    order = render_order(params, antialias, chunk=8)
+    assert torch.equal(order.sort().values, torch.arange(50))
+    chunks = order.split(8)
+    assert 0 < antialias.sum() < 50
+    for first, second in zip(chunks, chunks[1:]):  # resize kinds sorted across chunks (bilinear first)
+        assert antialias[first].max() <= antialias[second].min()
+    for chunk in chunks:  # within each chunk the jittered samples come first
+        jittered = params.jitter[chunk].tolist()
+        assert jittered == sorted(jittered, reverse=True)

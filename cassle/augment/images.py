@@ -32,20 +32,21 @@ def _check_dtype(dtype: torch.dtype) -> None:
         raise ValueError(f"images must be uint8 (0..255) or floating point (0..1), got dtype {dtype}")
 
 
-def to_float(images: Tensor) -> Tensor:
-    """float32 in [0, 1] (uint8 divided by 255; float32 input is returned as is, never modified)."""
-    x = images.to(torch.float32)
-    return x.div_(255.0) if images.dtype == torch.uint8 else x
+def load_sources(images: Images, idx: Tensor, crop: Tensor, min_size: tuple[int, int] = (1, 1)) -> tuple[Tensor, float]:
+    """The sources of samples ``idx`` (crop boxes ``crop``: ``M x 4`` top, left, height, width) as one float32
+    ``M x 3 x H x W`` tensor, unscaled, and the scale to [0, 1] (1/255 for uint8 images, left to the resize).
 
-
-def pack_crops(images: Sequence[Tensor], boxes: Tensor) -> Tensor:
-    """The crop regions ``boxes`` (``N x 4`` top, left, height, width) of differently sized images, as one
-    float32 ``N x 3 x max(height) x max(width)`` tensor in [0, 1], each top-left aligned and zero-padded."""
-    height, width = (int(v) for v in boxes[:, 2:].amax(dim=0))
-    out = torch.empty(len(images), 3, height, width, dtype=torch.float32, device=images[0].device)
-    scale = 255.0 if images[0].dtype == torch.uint8 else 1.0
-    for i, (im, (top, left, h, w)) in enumerate(zip(images, boxes.tolist())):  # input marshalling only
-        torch.div(im[:, top : top + h, left : left + w], scale, out=out[i, :, :h, :w])
-        out[i, :, h:].zero_()  # padding is never sampled, but it must be finite (0 * NaN = NaN)
-        out[i, :, :h, w:].zero_()
-    return out
+    A batch tensor: the whole images. A list: each image's crop region only, top-left aligned in one zero-padded
+    tensor of at least ``min_size`` (a loop over images, input marshalling only).
+    """
+    if isinstance(images, Tensor):
+        src, dtype = images.index_select(0, idx).to(torch.float32), images.dtype
+    else:
+        height, width = (max(int(v), m) for v, m in zip(crop[:, 2:].amax(dim=0), min_size))
+        dtype = images[0].dtype
+        src = torch.empty(len(idx), 3, height, width, dtype=torch.float32, device=images[0].device)
+        for i, (k, (top, left, h, w)) in enumerate(zip(idx.tolist(), crop.tolist())):
+            src[i, :, :h, :w] = images[k][:, top : top + h, left : left + w]
+            src[i, :, h:].zero_()  # padding weighs 0 when read, but must be finite (0 * NaN = NaN)
+            src[i, :, :h, w:].zero_()
+    return src, 1.0 / 255.0 if dtype == torch.uint8 else 1.0

@@ -37,6 +37,10 @@ class ViewParams:
         """The same parameters on another device."""
         return ViewParams(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
+    def select(self, index: Tensor | slice) -> ViewParams:
+        """The parameters of the samples ``index`` (a LongTensor or a slice), in that order."""
+        return ViewParams(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
     def __len__(self) -> int:
         return self.crop.shape[0]
 

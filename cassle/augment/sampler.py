@@ -8,20 +8,11 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.profiler import record_function
 
-from cassle.augment.functional import (
-    blur_kernel_sizes,
-    color_jitter,
-    gaussian_blur,
-    jitter_order_code,
-    resized_crop,
-    supersampling,
-    to_gray,
-)
-from cassle.augment.images import Images, image_sizes, pack_crops, to_float
+from cassle.augment.images import Images, image_sizes
 from cassle.augment.omega import OMEGA_DIM, OMEGA_SLICES
 from cassle.augment.params import CROP_DRAWS, ViewParams, sample_crops
+from cassle.augment.render import render
 
 _IDENTITY = (1.0, 1.0, 1.0, 0.0)  # jitter factors that change nothing (JITTER_OPS order)
 
@@ -75,19 +66,14 @@ def _check_jitter(jitter: Sequence[float]) -> tuple[float, float, float, float]:
     return values  # type: ignore[return-value]
 
 
-def _subset(mask: Tensor) -> Tensor | None:
-    """Indices where mask is True, or None if there are none."""
-    idx = mask.nonzero().squeeze(1)
-    return idx if idx.numel() else None
-
-
 class ViewSampler:
     """Random views of a batch of images and their augmentation descriptors omega (``N x 14``, see omega.py).
 
     Pipeline per sample, the authors' order: RandomResizedCrop -> horizontal flip -> colour jitter (random op
-    order per sample) -> grayscale -> Gaussian blur. Defaults are the paper's ImageNet-100 pipeline. Views are
-    float32 in [0, 1], not normalised. ``sampler(images, generator=g)`` equals
-    ``sampler.apply(images, sampler.sample(image_sizes(images), g))``.
+    order per sample) -> grayscale -> Gaussian blur. Defaults are the paper's ImageNet-100 pipeline; the resize is
+    torchvision's bilinear one, antialiased where it downscales (``antialias=True``). Views are float32 in [0, 1],
+    not normalised. ``sampler(images, generator=g)`` equals
+    ``sampler.apply(images, sampler.sample(image_sizes(images), g))``. Rendering: ``cassle.augment.render``.
     """
 
     def __init__(
@@ -182,62 +168,8 @@ class ViewSampler:
             raise ValueError(f"params were sampled for {len(params)} sources of other sizes than these "
                              f"{sizes.shape[0]} images; sample them with sampler.sample(image_sizes(images))")
         p = params.to(images.device if isinstance(images, Tensor) else images[0].device)
-        with record_function("ViewSampler.crop"):
-            views = self._crop_resize_flip(images, p)
-        with record_function("ViewSampler.jitter"):
-            color_diff = self._jitter(views, p)
-        with record_function("ViewSampler.grayscale"):
-            if (idx := _subset(p.grayscale)) is not None:
-                views.index_copy_(0, idx, to_gray(views.index_select(0, idx)).expand(-1, 3, -1, -1))
-        with record_function("ViewSampler.blur"):
-            self._blur(views, p)
+        views, color_diff = render(images, p, self.size, self.antialias, self.blur_kernel)
         return views, self._omega(p, color_diff)
-
-    def _crop_resize_flip(self, images: Images, p: ViewParams) -> Tensor:
-        """Crop, resize and flip. A batch tensor: every sample at one bilinear sample per pixel, then again, with
-        k x k sub-samples, the samples whose downscale needs them (antialias). A list: each supersampling level's
-        crop regions are packed into one tensor (small padding) and rendered at that level."""
-        crop = p.crop.to(torch.float32)
-        k = supersampling(crop[:, 2:].amax(dim=1) / self.size, self.antialias)
-        if isinstance(images, Tensor):  # all at level 1, then the few samples that need more sub-samples again
-            src = to_float(images)
-            views = resized_crop(src, *crop.unbind(1), p.flip, self.size)
-            for level in k.unique().tolist():
-                if level > 1:
-                    idx = (k == level).nonzero().squeeze(1)
-                    out = resized_crop(src.index_select(0, idx), *crop[idx].unbind(1), p.flip[idx], self.size, level)
-                    views.index_copy_(0, idx, out)
-            return views
-        views = torch.empty(len(p), 3, self.size, self.size, dtype=torch.float32, device=crop.device)
-        for level in k.unique().tolist():  # lists: pack each level's crop regions, so padding stays small
-            idx = (k == level).nonzero().squeeze(1)
-            boxes = p.crop[idx]
-            src = pack_crops([images[i] for i in idx.tolist()], boxes.cpu())
-            size = boxes[:, 2:].to(torch.float32).unbind(1)
-            origin = torch.zeros_like(size[0])
-            views.index_copy_(0, idx, resized_crop(src, origin, origin, *size, p.flip[idx], self.size, level))
-        return views
-
-    @staticmethod
-    def _jitter(views: Tensor, p: ViewParams) -> Tensor:
-        """Colour-jitter the selected views in place; returns color_diff (N x 3, zero where not jittered)."""
-        color_diff = torch.zeros(len(p), 3, dtype=torch.float32, device=views.device)
-        if (idx := _subset(p.jitter)) is not None:
-            idx = idx[jitter_order_code(p.order[idx]).argsort()]  # samples sharing an op order side by side
-            x = views.index_select(0, idx)
-            before = x.mean(dim=(2, 3))
-            color_jitter(x, p.factors.index_select(0, idx), p.order.index_select(0, idx))
-            color_diff.index_copy_(0, idx, before - x.mean(dim=(2, 3)))
-            views.index_copy_(0, idx, x)
-        return color_diff
-
-    def _blur(self, views: Tensor, p: ViewParams) -> None:
-        """Blur the selected views in place, grouped by the kernel size their sigma needs."""
-        if (idx := _subset(p.blur)) is not None:
-            sizes = blur_kernel_sizes(p.sigma[idx], self.blur_kernel)
-            for size in sizes.unique().tolist():
-                sub = idx[sizes == size]
-                views.index_copy_(0, sub, gaussian_blur(views.index_select(0, sub), p.sigma[sub], size))
 
     def _omega(self, p: ViewParams, color_diff: Tensor) -> Tensor:
         """Assemble the N x 14 descriptor (layout in OMEGA_SLICES)."""
