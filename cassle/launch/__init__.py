@@ -1,0 +1,231 @@
+"""`cassle launch [options] -- COMMAND ARGS...`: run `cassle COMMAND ARGS...` in-process or as a submitit job.
+
+Launchers: `local` calls the command in this process; `submitit-local` and `slurm` submit it with submitit (the
+local executor, or sbatch), requeue it on preemption and timeout (the command resumes from its own checkpoints),
+re-attach to a job still running from an earlier `cassle launch` instead of submitting a duplicate, wait for it,
+and cancel it when this process gets SIGINT or SIGTERM. docs/launch.md has the whole story.
+
+Importing this module stays cheap (the CLI imports it to build its parser): submitit is imported by `run` only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import shlex
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cassle.launch.jobs import JobHandle
+    from cassle.launch.resources import Resources
+
+LAUNCHERS = ("local", "submitit-local", "slurm")
+DEFAULT_POLL_S = {"submitit-local": 1.0, "slurm": 60.0}
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _bounded(kind: Callable[[str], float], minimum: float, what: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text} is below {minimum:g}; {what} is needed")
+        return value
+
+    return parse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `cassle launch`."""
+    count = _bounded(int, 0, "a whole number >= 0")
+    positive = _bounded(int, 1, "a whole number >= 1")
+    parser.epilog = ("Example: cassle launch --launcher slurm --partition gpu --gpus 4 --time-min 2880 "
+                     "--job-dir results/pretrain/RUN/work -- pretrain cfg.yaml --out results/pretrain/RUN")
+    parser.add_argument("--launcher", choices=LAUNCHERS, default="local",
+                        help="local: in this process (default); submitit-local: a submitit job on this machine; "
+                        "slurm: a submitit job on Slurm")
+    parser.add_argument("--job-dir", type=Path, default=None, metavar="DIR",
+                        help="the job's folder (required by the submitit launchers): job.json, slurm_job_id and "
+                        "submitit/<job id>/ (pickles and logs); e.g. the run's work folder")
+    parser.add_argument("--max-requeues", type=count, default=10, metavar="N",
+                        help="requeues allowed after preemption or timeout before the job fails (default: 10)")
+    parser.add_argument("--poll-s", type=_bounded(float, 0.1, "a number of seconds >= 0.1"), default=None,
+                        metavar="S", help="seconds between job state checks (default: 1 for submitit-local, "
+                        "60 for slurm)")
+    resources = parser.add_argument_group("resources (one task per GPU; the local launcher ignores them)")
+    resources.add_argument("--gpus", type=count, default=0, metavar="N",
+                           help="GPUs per node = tasks per node (default: 0, one task without a GPU)")
+    resources.add_argument("--nodes", type=positive, default=1, metavar="N", help="nodes (default: 1)")
+    resources.add_argument("--cpus-per-task", type=positive, default=None, metavar="N", help="CPU cores per task")
+    resources.add_argument("--mem-gb", type=_bounded(float, 0.001, "a positive number of GB"), default=None,
+                           metavar="GB", help="memory per node in GB")
+    resources.add_argument("--time-min", type=positive, default=1440, metavar="MIN",
+                           help="time limit per attempt in minutes; the job is requeued when it runs out "
+                           "(default: 1440)")
+    resources.add_argument("--partition", default=None, metavar="NAME", help="Slurm partition")
+    resources.add_argument("--account", default=None, metavar="NAME", help="Slurm account")
+    resources.add_argument("--qos", default=None, metavar="NAME", help="Slurm quality of service")
+    resources.add_argument("--constraint", default=None, metavar="FEATURES", help="Slurm node constraint, e.g. a100")
+    resources.add_argument("--slurm-extra", action="append", default=[], metavar="KEY=VALUE",
+                           help="any other sbatch option, e.g. mail-type=END or exclusive (repeatable)")
+    resources.add_argument("--job-name", default=None, metavar="NAME",
+                           help="scheduler job name (default: cassle-COMMAND-NAME with NAME the job folder's, or its "
+                           "parent's when the folder is called work)")
+    parser.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND ARGS",
+                        help="the cassle command to run, e.g. -- pretrain cfg.yaml --out DIR")
+
+
+def run(args: argparse.Namespace) -> int:
+    argv = _command(args.argv)
+    if args.launcher == "local":
+        return _run_in_process(argv, args)
+    if args.job_dir is None:
+        raise ValueError(f"--launcher {args.launcher} needs --job-dir DIR, the folder that keeps the job's id "
+                         "(job.json) and logs (e.g. the run's work folder)")
+    resources = resources_from_args(args, argv)
+    _preflight(argv)
+    poll_s = args.poll_s or DEFAULT_POLL_S[args.launcher]
+    with _recording_signals() as received:
+        handle = _submit_or_attach(argv, args.launcher, args.job_dir, resources, args.max_requeues)
+        return _wait(handle, poll_s, received)
+
+
+def _command(raw: Sequence[str]) -> list[str]:
+    argv = list(raw[1:] if raw[:1] == ["--"] else raw)
+    if not argv:
+        raise ValueError("no command to launch: put it after --, e.g. cassle launch -- pretrain cfg.yaml --out DIR")
+    if argv[0] == "launch":
+        raise ValueError(f"cassle launch cannot launch itself (got: launch -- {shlex.join(argv)}); "
+                         "give the command to run after --, e.g. -- pretrain cfg.yaml --out DIR")
+    return argv
+
+
+def resources_from_args(args: argparse.Namespace, argv: Sequence[str]) -> Resources:
+    """The job's resources from the options of `cassle launch`."""
+    from cassle.launch.resources import Resources, parse_slurm_extra
+
+    return Resources(
+        gpus=args.gpus, nodes=args.nodes, cpus_per_task=args.cpus_per_task, mem_gb=args.mem_gb,
+        time_min=args.time_min, partition=args.partition, account=args.account, qos=args.qos,
+        constraint=args.constraint, extra=parse_slurm_extra(args.slurm_extra),
+        job_name=args.job_name or _default_job_name(argv, args.job_dir))
+
+
+def _default_job_name(argv: Sequence[str], job_dir: Path) -> str:
+    folder = job_dir.absolute()
+    name = folder.parent.name if folder.name == "work" else folder.name
+    return "-".join(["cassle", *argv[:2 if argv[0] == "eval" else 1], name])
+
+
+def _run_in_process(argv: list[str], args: argparse.Namespace) -> int:
+    if args.gpus > 1 or args.nodes > 1:
+        print(f"cassle launch: note: the local launcher runs one process; --gpus {args.gpus} --nodes {args.nodes} "
+              "are ignored (use --launcher submitit-local or slurm for one process per GPU)", file=sys.stderr)
+    from cassle.cli import main
+
+    return main(argv)
+
+
+def _preflight(argv: list[str]) -> None:
+    """Fail here, before any job waits in a queue, on a bad command line or (pretrain) a bad config."""
+    from cassle.cli import build_parser
+
+    parsed = build_parser(eval_tasks=argv[1:2] if argv[0] == "eval" else ()).parse_args(argv)
+    if argv[0] == "pretrain":
+        from cassle.config import load_config
+
+        load_config(parsed.config, parsed.set)
+
+
+@contextmanager
+def _recording_signals() -> Iterator[Callable[[], int | None]]:
+    """Record SIGINT/SIGTERM instead of dying, so that the job is cancelled first; yields 'which one came'."""
+    received: list[int] = []
+
+    def record(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+
+    previous = {signum: signal.signal(signum, record) for signum in _SIGNALS}
+    try:
+        yield lambda: received[0] if received else None
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+@contextmanager
+def _locked(job_dir: Path) -> Iterator[None]:
+    """One `cassle launch` at a time decides whether to submit for a job folder."""
+    job_dir.mkdir(parents=True, exist_ok=True)
+    with open(job_dir / ".launch.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _submit_or_attach(argv: list[str], launcher: str, job_dir: Path, resources: Resources,
+                      max_requeues: int) -> JobHandle:
+    from cassle.launch.jobs import attach, read_record, submit, submitit_folder
+    from cassle.launch.resources import make_executor
+    from cassle.launch.task import CassleTask
+
+    with _locked(job_dir):
+        record = read_record(job_dir)
+        old = attach(record, job_dir) if record is not None else None
+        if old is not None and old.is_active():
+            if record.runs(argv, os.getcwd()):
+                print(f"cassle launch: re-attaching to job {old.job_id} ({old.launcher}), submitted "
+                      f"{record.submitted_utc} and still active", flush=True)
+                return old
+            print(f"cassle launch: warning: job {old.job_id} in {job_dir / 'job.json'} is still active but runs "
+                  f"another command (cassle {shlex.join(record.argv)}); it is left alone", file=sys.stderr)
+        elif old is not None:
+            print(f"cassle launch: job {old.job_id} in {job_dir / 'job.json'} has ended: submitting a new job",
+                  flush=True)
+        executor = make_executor(launcher, submitit_folder(job_dir), resources, max_requeues)
+        handle = submit(CassleTask(argv, os.getcwd(), max_requeues), executor, launcher, job_dir, argv)
+    out, err = handle.logs()
+    print(f"cassle launch: submitted job {handle.job_id} ({launcher}, {handle.tasks} task(s)); logs: {out} {err}",
+          flush=True)
+    return handle
+
+
+def _wait(handle: JobHandle, poll_s: float, received: Callable[[], int | None]) -> int:
+    """Poll until the job ends, printing state changes; cancel it on SIGINT/SIGTERM."""
+    from cassle.cli import CassleError
+    from cassle.launch.jobs import tail
+
+    previous: str | None = None
+    while True:
+        state = handle.state()
+        if state != previous:
+            print(f"cassle launch: job {handle.job_id}: {state}", flush=True)
+        if handle.ended(state, previous):
+            break
+        previous = state
+        deadline = time.monotonic() + poll_s
+        while time.monotonic() < deadline and received() is None:
+            time.sleep(min(0.1, poll_s))
+        signum = received()
+        if signum is not None:
+            handle.cancel()
+            print(f"cassle launch: {signal.Signals(signum).name} received: cancelled job {handle.job_id}",
+                  file=sys.stderr, flush=True)
+            return 128 + signum
+    failure = handle.failure(state)
+    if failure is None:
+        print(f"cassle launch: job {handle.job_id} completed", flush=True)
+        return 0
+    out, err = handle.logs()
+    for path in (out, err):
+        print(f"----- tail of {path} -----\n{tail(path)}", file=sys.stderr)
+    raise CassleError(f"job {handle.job_id} ({handle.launcher}) {failure}; logs: {out} {err}")
