@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
+import reprlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,9 +66,45 @@ def probability(value: Any) -> str | None:
     return None if 0 <= value <= 1 else "a probability in [0, 1]"
 
 
-def interval(value: Any) -> str | None:
-    ok = len(value) == 2 and all(isinstance(v, (int, float)) for v in value) and value[0] <= value[1]
-    return None if ok else "a list [low, high] of two numbers with low <= high"
+def finite_number(value: Any) -> bool:
+    """An int or float (not a bool) that is finite as a float (integers of hundreds of digits are not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def interval(low: float, high: float | None = None) -> Callable[[Any], str | None]:
+    """A check of `[lo, hi]`: two finite numbers with low < lo <= hi (<= high when given)."""
+    bounds = f"{low} < low <= high" + ("" if high is None else f" <= {high}")
+
+    def check(value: Any) -> str | None:
+        ok = len(value) == 2 and all(finite_number(v) for v in value) and low < value[0] <= value[1] \
+            and (high is None or value[1] <= high)
+        return None if ok else f"a list [low, high] of two finite numbers with {bounds}"
+    return check
+
+
+def jitter_strengths(value: Any) -> str | None:
+    ok = len(value) == 4 and all(finite_number(v) and v >= 0 for v in value) and value[3] <= 0.5
+    return None if ok else "four finite numbers >= 0 (brightness, contrast, saturation, hue) with hue <= 0.5"
+
+
+def seed_range(value: Any) -> str | None:
+    return None if 0 <= value < 2**32 else "an integer in [0, 2**32 - 1]"
+
+
+def device_name(value: Any) -> str | None:
+    return None if re.fullmatch(r"auto|cpu|cuda(:\d+)?", value) else "auto, cpu, cuda or cuda:N (N a GPU index)"
+
+
+def pretrain_dataset(value: Any) -> str | None:
+    from cassle.data.registry import list_datasets  # deferred: the registry imports torchvision
+
+    names = list_datasets("pretrain")
+    return None if value in names else f"a dataset registered for pretraining: one of {', '.join(names)}"
 
 
 def omega_keys(value: Any) -> str | None:
@@ -75,8 +113,9 @@ def omega_keys(value: Any) -> str | None:
 
 
 def augself_weights(value: Any) -> str | None:
-    ok = all(key in OMEGA_KEYS and isinstance(w, (int, float)) and w > 0 for key, w in value.items())
-    return None if ok and value else f"a non-empty mapping from keys among {', '.join(OMEGA_KEYS)} to weights > 0"
+    ok = all(key in OMEGA_KEYS and finite_number(w) and w > 0 for key, w in value.items())
+    return None if ok and value else f"a non-empty mapping from keys among {', '.join(OMEGA_KEYS)} to finite " \
+        "weights > 0"
 
 
 FIELDS: dict[str, Field] = {
@@ -85,13 +124,13 @@ FIELDS: dict[str, Field] = {
                      "projector)", choice(VARIANTS)),
     "backbone": Field(str, None, "feature extractor", choice(BACKBONES)),
     "cifar_stem": Field(bool, None, "3x3 stride-1 first conv without max-pool (default: on for images <= 64 px)"),
-    "dataset": Field(str, "synthetic", "pretraining dataset (registry name)"),
+    "dataset": Field(str, "synthetic", "pretraining dataset (registry name)", pretrain_dataset),
     "data_root": Field((str, type(None)), None, "local folder of the dataset (not needed for synthetic)"),
     "image_size": Field((int, type(None)), None, "view size in pixels (default: the dataset's)", positive),
     "epochs": Field((int, type(None)), None, "training epochs (default: the framework's)", positive),
     "max_steps": Field((int, type(None)), None, "stop after this many optimiser steps (overrides epochs)", positive),
     "batch_size": Field((int, type(None)), None, "global batch size over all processes", positive),
-    "seed": Field(int, 0, "seed of data order, augmentation and initialisation"),
+    "seed": Field(int, 0, "seed of data order, augmentation and initialisation", seed_range),
     "optimizer": Field((str, type(None)), None, "sgd, lars or adamw", choice(OPTIMIZERS)),
     "base_lr": Field((float, type(None)), None, "learning rate at batch 256 (scaled linearly)", positive),
     "weight_decay": Field((float, type(None)), None, "weight decay", non_negative),
@@ -118,22 +157,30 @@ FIELDS: dict[str, Field] = {
     "conditioning.hypernet_bn": Field(bool, False, "BatchNorm between hypernetwork-generated layers"),
     "augself.weights": Field(dict, {"crop": 0.5, "color": 0.5}, "AugSelf heads: omega key -> loss weight",
                              augself_weights),
-    "augment.crop_scale": Field(list, [0.2, 1.0], "RandomResizedCrop area range", interval),
-    "augment.crop_ratio": Field(list, [3 / 4, 4 / 3], "RandomResizedCrop aspect-ratio range", interval),
+    "augment.crop_scale": Field(list, [0.2, 1.0], "RandomResizedCrop area range", interval(0, 1)),
+    "augment.crop_ratio": Field(list, [3 / 4, 4 / 3], "RandomResizedCrop aspect-ratio range", interval(0)),
     "augment.flip_p": Field(float, 0.5, "horizontal flip probability", probability),
     "augment.jitter_p": Field(float, 0.8, "colour jitter probability", probability),
-    "augment.jitter": Field(list, [0.4, 0.4, 0.4, 0.1], "brightness, contrast, saturation, hue strengths"),
+    "augment.jitter": Field(list, [0.4, 0.4, 0.4, 0.1], "brightness, contrast, saturation, hue strengths",
+                            jitter_strengths),
     "augment.gray_p": Field(float, 0.2, "grayscale probability", probability),
     "augment.blur_p": Field(float, 0.5, "Gaussian blur probability", probability),
-    "augment.blur_sigma": Field(list, [0.1, 2.0], "blur sigma range", interval),
+    "augment.blur_sigma": Field(list, [0.1, 2.0], "blur sigma range", interval(0)),
     "checkpoint_every": Field(int, 500, "steps between resumable checkpoints", positive),
     "log_every": Field(int, 10, "steps between history rows", positive),
     "num_workers": Field(int, 4, "data-loading worker processes", non_negative),
-    "device": Field(str, "auto", "auto (cuda when available), cpu or cuda[:N]"),
+    "device": Field(str, "auto", "auto (cuda when available), cpu or cuda[:N]", device_name),
     "precision": Field(str, "auto", "auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16", choice(PRECISIONS)),
     "channels_last": Field((bool, type(None)), None, "channels_last memory format (default: on CUDA)"),
     "compile": Field(bool, False, "torch.compile the backbone"),
 }
+
+
+def shown(value: Any) -> str:
+    """`repr(value)` cut short (long lists, strings, numbers and self-referencing YAML aliases stay readable)."""
+    short = reprlib.Repr()
+    short.maxlevel, short.maxlist, short.maxdict, short.maxstring, short.maxother, short.maxlong = 3, 8, 8, 80, 80, 40
+    return short.repr(value)
 
 
 def suggestion(key: str) -> str:
@@ -144,40 +191,59 @@ def suggestion(key: str) -> str:
 def check_value(key: str, value: Any) -> Any:
     """Validate one key's value, converting ints to floats where a float is expected; raise ConfigError if bad."""
     if key not in FIELDS:
-        raise ConfigError(f"unknown config key {key!r}{suggestion(key)}; allowed keys: {', '.join(FIELDS)}")
+        raise ConfigError(f"unknown config key {shown(key)} = {shown(value)}{suggestion(key)}; allowed keys: "
+                          f"{', '.join(FIELDS)}")
     field = FIELDS[key]
     kinds = field.kind if isinstance(field.kind, tuple) else (field.kind,)
     if float in kinds and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:
+            raise ConfigError(f"config key {key!r} = {shown(value)} is too large for a float; expected a finite "
+                              "number") from None
     if isinstance(value, tuple):
         value = list(value)
     if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
         names = " or ".join("null" if kind is type(None) else kind.__name__ for kind in kinds)
-        raise ConfigError(f"config key {key!r} = {value!r} has type {type(value).__name__}; expected {names}")
+        raise ConfigError(f"config key {key!r} = {shown(value)} has type {type(value).__name__}; expected {names}")
     if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"config key {key!r} = {value!r} is not a finite number")
+        raise ConfigError(f"config key {key!r} = {shown(value)} is not a finite number")
     if value is not None and field.check is not None:
         try:
             allowed = field.check(value)
         except TypeError:
             allowed = field.help
         if allowed is not None:
-            raise ConfigError(f"config key {key!r} = {value!r} is not allowed; expected {allowed}")
+            raise ConfigError(f"config key {key!r} = {shown(value)} is not allowed; expected {allowed}")
     return value
 
 
 def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{'a': {'b': 1}} -> {'a.b': 1}, except for keys whose value is itself a mapping (augself.weights)."""
+    """{'a': {'b': 1}} -> {'a.b': 1}, except for keys whose value is itself a mapping (augself.weights).
+
+    Sections nest at most two levels deep (no key has more dots), so deeper mappings, and YAML aliases that refer to
+    themselves, are left whole under an unknown key instead of being followed.
+    """
     flat: dict[str, Any] = {}
     for key, value in mapping.items():
         if not isinstance(key, str):
-            raise ConfigError(f"config key {key!r} is not a string")
+            raise ConfigError(f"config key {shown(key)} is not a string; keys are names such as 'epochs'")
         name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and name not in FIELDS:
+        if isinstance(value, Mapping) and name not in FIELDS and name.count(".") < 2:
             flat.update(flatten(value, f"{name}."))
         else:
             flat[name] = value
     return flat
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """`yaml.safe_load(text)`; whatever YAML cannot read (syntax, impossible dates such as 2001-13-45, integers
+    of thousands of digits, absurd nesting) raises one ConfigError naming `where`."""
+    try:
+        return yaml.safe_load(text)
+    except (yaml.YAMLError, ValueError, RecursionError) as error:
+        reason = str(error).replace("\n", " ")
+        raise ConfigError(f"{where} is not valid YAML: {reason}") from None
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -185,11 +251,22 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {text!r} is not of the form key=value (e.g. --set epochs=10)")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"override {text!r}: the value is not valid YAML ({error.__class__.__name__})") from None
+    value = parse_yaml(raw, f"the value of override {text!r}") if raw.strip() else None
     return key.strip(), value
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The flat mapping a YAML config file holds; a missing, unreadable or malformed file raises ConfigError."""
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"config file {path} cannot be read as UTF-8 text: {error}") from None
+    loaded = parse_yaml(text, f"config file {path}")
+    if loaded is not None and not isinstance(loaded, Mapping):
+        raise ConfigError(f"config file {path} must hold a mapping of keys to values, not {type(loaded).__name__}")
+    return flatten(loaded or {})
 
 
 def load_config(path: Path | str | None = None, overrides: Iterable[str] = (),
@@ -197,16 +274,7 @@ def load_config(path: Path | str | None = None, overrides: Iterable[str] = (),
     """Read a YAML config (or start from `base`), apply `key=value` overrides, validate, fill defaults."""
     raw: dict[str, Any] = dict(base or {})
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as error:
-            raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
-        if loaded is not None and not isinstance(loaded, Mapping):
-            raise ConfigError(f"config file {path} must hold a mapping of keys to values, not {type(loaded).__name__}")
-        raw.update(flatten(loaded or {}))
+        raw.update(read_config_file(Path(path)))
     for text in overrides:
         key, value = parse_override(text)
         raw.update(flatten({key: value}))
@@ -230,17 +298,39 @@ def resolve(raw: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def check_combinations(config: Mapping[str, Any]) -> None:
-    """Constraints between keys."""
-    if config["framework"] == "mocov1" and config["conditioning.injection"] != "add" and config["variant"] == "cassle":
-        raise ConfigError("config key 'conditioning.injection' = "
-                          f"{config['conditioning.injection']!r} is not allowed with framework mocov1 (it has no "
-                          "projector: CASSLE adds the augmentation embedding to the features); use 'add'")
+    """Constraints between keys: what would otherwise fail when the model is built, after the job started.
+
+    Keys that the run's framework or variant does not read (conditioning.* on a vanilla run, queue_size on SimCLR)
+    are accepted and ignored: workflow groups, test and benchmark configs share keys across a grid.
+    """
     if config["epochs"] is None and config["max_steps"] is None:
         raise ConfigError("set 'epochs' or 'max_steps'")
-    if len(config["augment.jitter"]) != 4 or not all(isinstance(v, (int, float)) and v >= 0
-                                                      for v in config["augment.jitter"]):
-        raise ConfigError(f"config key 'augment.jitter' = {config['augment.jitter']!r}; expected four numbers >= 0 "
-                          "(brightness, contrast, saturation, hue)")
+    if config["backbone"] == "vit_small":
+        if config["image_size"] % 16:
+            raise ConfigError(f"config key 'image_size' = {config['image_size']!r} is not allowed with backbone "
+                              "vit_small; expected a multiple of its patch size 16")
+        if config["cifar_stem"]:
+            raise ConfigError("config key 'cifar_stem' = True is not allowed with backbone vit_small (it has no "
+                              "ResNet stem); expected false or null")
+    if config["variant"] == "cassle":
+        check_conditioning(config)
+
+
+def check_conditioning(config: Mapping[str, Any]) -> None:
+    """The CASSLE variant's conditioning keys against the framework (cassle.nets.conditioning's constraints)."""
+    injection, depth = config["conditioning.injection"], config["conditioning.encoder_depth"]
+    if config["framework"] == "mocov1" and injection != "add":
+        raise ConfigError(f"config key 'conditioning.injection' = {injection!r} is not allowed with framework "
+                          "mocov1 (it has no projector: CASSLE adds the augmentation embedding to the features); "
+                          "use 'add'")
+    if depth == 0 and injection != "cat":
+        raise ConfigError(f"config key 'conditioning.encoder_depth' = 0 is not allowed with injection {injection!r} "
+                          f"(framework {config['framework']}): the augmentation encoder must map omega to the "
+                          "size the injection needs; expected an integer >= 1 (depth 0, raw omega, works with 'cat')")
+    if config["conditioning.hypernet_bn"] and injection != "hypernet":
+        raise ConfigError(f"config key 'conditioning.hypernet_bn' = True is not allowed with injection {injection!r}: "
+                          "it puts BatchNorm between hypernetwork-generated layers; expected false, or set "
+                          "conditioning.injection=hypernet")
 
 
 def experiment_hash(config: Mapping[str, Any]) -> str:

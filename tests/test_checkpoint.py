@@ -242,6 +242,15 @@ def test_no_valid_checkpoint_raises_and_empty_folder_gives_none(tmp_path: Path) 
         manager.load_latest()
 
 
+def test_only_uncommitted_checkpoints_mean_start_over(tmp_path: Path) -> None:
+    """A first save killed before its checksum was written leaves nothing worth keeping: warn and start over."""
+    manager = CheckpointManager(tmp_path)
+    _save_steps(manager, [1])
+    _drop_sidecar(manager.path(1))
+    with pytest.warns(CheckpointWarning, match=r"ckpt-1\.pt.*starts over"):
+        assert manager.load_latest() is None
+
+
 def _listing(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 

@@ -33,13 +33,14 @@ CIFAR10_ORDER = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
 
 # name: (num_classes, metric) as in the paper's Table 6 and the authors' choices (class_avg / r2).
 EXPECTED = {
-    "imagenet100": (100, "top1"), "stl10": (10, "top1"), "cifar10": (10, "top1"), "cifar100": (100, "top1"),
+    "imagenet100": (100, "top1"), "imagenet1k": (1000, "top1"), "stl10": (10, "top1"), "cifar10": (10, "top1"),
+    "cifar100": (100, "top1"),
     "food101": (101, "top1"), "mit67": (67, "top1"), "pets": (37, "class_avg"), "flowers": (102, "class_avg"),
     "caltech101": (101, "class_avg"), "cars": (196, "top1"), "aircraft": (100, "class_avg"), "dtd": (47, "top1"),
     "sun397": (397, "top1"), "cub200": (200, "top1"), "300w": (136, "r2"), "voc2007": (20, "ap"),
     "synthetic": (16, "top1"), "synthetic_shape": (4, "top1"), "synthetic_color": (4, "top1"),
 }  # fmt: skip
-PRETRAIN = {"imagenet100", "stl10", "cifar10", "cifar100", "synthetic", "folder"}
+PRETRAIN = {"imagenet100", "imagenet1k", "stl10", "cifar10", "cifar100", "synthetic", "folder"}
 TABLE6 = {"cifar10", "cifar100", "food101", "mit67", "pets", "flowers", "caltech101", "cars", "aircraft", "dtd",
           "sun397", "cub200", "300w", "stl10"}  # fmt: skip
 
@@ -479,4 +480,4 @@ def test_check_roots_finds_symlinked_cifar10(cifar10_jpeg_root, tmp_path):
     missing = {name for name, result in results.items() if result.status == "missing"}
     assert missing == set(results) - {"cifar10", "mit67"}
     table = format_check_table(list(results.values()))
-    assert "cifar10" in table and "train 50000, test 10000" in table and "1 of 16 datasets present" in table
+    assert "cifar10" in table and "train 50000, test 10000" in table and "1 of 17 datasets present" in table

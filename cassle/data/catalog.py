@@ -83,6 +83,18 @@ def _imagenet100() -> DatasetSpec:
     )  # fmt: skip
 
 
+def _imagenet1k() -> DatasetSpec:
+    return DatasetSpec(
+        name="imagenet1k", title="ImageNet-1k", num_classes=1000, kinds=PRETRAIN, pretrain_split="trainval",
+        layout="<root>/train/<wnid>/*.JPEG  and  <root>/val/<wnid>/*.JPEG   (the 1000 wnid folders, labelled in "
+               "sorted order; the val images must be sorted into wnid folders, e.g. with valprep.sh)",
+        sizes=_sizes(1153050, 128117, 50000, 1281167),
+        split_notes="val: 10% of the official train set (randperm, seed 42, rounded), train: the rest; test: the "
+                    "official val set; pretraining uses trainval (the whole official train set)",
+        source=FolderSource(RandomCarve(0.1, 42), test_dir="val"),
+    )  # fmt: skip
+
+
 def _stl10() -> DatasetSpec:
     carved = _Carved(500, 50, pool=5000, test=8000)
     files = ("train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin", "unlabeled_X.bin", "class_names.txt")
@@ -241,6 +253,7 @@ CATALOG: tuple[DatasetSpec, ...] = (
     _cifar("cifar10", "CIFAR-10", 10, seed=43),
     _cifar("cifar100", "CIFAR-100", 100, seed=44),
     _imagenet100(),
+    _imagenet1k(),
     _stl10(),
     *_torchvision_downstream(),
     *_other_downstream(),

@@ -29,7 +29,7 @@ class CifarSource:
         return self.pickled if (root / self.pickled_dir).exists() else self.folders
 
     def load(
-        self, root: Path, split: str, transform: Transform | None = None, *, skip_corrupt: bool = False
+        self, root: Path, split: str, transform: Transform | None = None, *, skip_corrupt: bool | None = None
     ) -> Dataset:
         """`skip_corrupt` applies to the JPEG layout (the pickled arrays cannot hold unreadable files)."""
         if self._pick(root) is self.pickled:

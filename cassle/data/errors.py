@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+SKIP_CORRUPT_VARIABLE = "CASSLE_SKIP_CORRUPT"
+
 
 class LayoutError(ValueError):
     """A data root does not match the expected layout; `DatasetSpec.load` turns it into `DatasetNotFoundError`."""
@@ -23,12 +25,18 @@ class DatasetNotFoundError(FileNotFoundError):
         )
 
 
-class CorruptImageError(OSError):
-    """An image file cannot be read or decoded."""
+class CorruptImageError(OSError, ValueError):
+    """An image file cannot be read or decoded (also a ValueError: the CLI prints it without a traceback).
 
-    def __init__(self, path: Path | str, reason: BaseException | str) -> None:
-        self.path = path
+    `CorruptImageError(message)` with no reason rebuilds one from a complete message: that is how a DataLoader
+    re-raises its worker's error in the main process (keeping the type and the file named in the message).
+    """
+
+    def __init__(self, path: Path | str, reason: BaseException | str | None = None) -> None:
+        self.path = None if reason is None else path
         super().__init__(
-            f"cannot read image {path}: {reason}. Replace or delete the file, or load the dataset with "
-            f"skip_corrupt=True to report and skip unreadable images."
+            str(path) if reason is None else
+            f"cannot read image {path}: {reason}. Replace or delete the file, or skip unreadable images of image-"
+            f"folder datasets with {SKIP_CORRUPT_VARIABLE}=1 (skip_corrupt=True in code): they are then reported "
+            "and left out."
         )

@@ -48,7 +48,7 @@ class FolderSource:
         split: str,
         transform: Transform | None = None,
         *,
-        skip_corrupt: bool = False,
+        skip_corrupt: bool | None = None,
     ) -> ImageFiles:
         classes, official = self.scan(root)
         if split == "test":

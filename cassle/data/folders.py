@@ -12,7 +12,7 @@ from typing import Any
 from PIL import Image
 from torch.utils.data import Dataset
 
-from cassle.data.errors import CorruptImageError, LayoutError
+from cassle.data.errors import SKIP_CORRUPT_VARIABLE, CorruptImageError, LayoutError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -103,6 +103,22 @@ def _problem(path: Path) -> str | None:
     return None
 
 
+def skip_corrupt_from_environment() -> bool:
+    """Whether the user allows skipping unreadable images: the CASSLE_SKIP_CORRUPT environment variable (unset: no).
+
+    An environment variable reaches every job (`cassle pretrain`, `cassle eval`, Snakemake and Slurm jobs) without
+    changing a command line, and skipping never changes a finished result: a dataset either has no unreadable
+    image (skipping changes nothing) or cannot be used without skipping.
+    """
+    text = os.environ.get(SKIP_CORRUPT_VARIABLE, "").strip().lower()
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    if text in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"{SKIP_CORRUPT_VARIABLE}={os.environ[SKIP_CORRUPT_VARIABLE]!r} is not a yes/no value; "
+                     "expected 1, true, yes or on (skip unreadable images) or 0, false, no, off or unset")
+
+
 def drop_corrupt(samples: Sequence[Sample], dataset: str) -> tuple[list[Sample], list[tuple[Path, str]]]:
     """Decode every image (a full pass over the files), keep the readable ones and warn about the others."""
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
@@ -120,7 +136,8 @@ class ImageFiles(Dataset):
     """(image, target) items read from a list of files: RGB PIL images, or `transform(image)` when given.
 
     `load_image` decodes one sample (default: `load_sample`, the RGB image of the path); `skip_corrupt=True`
-    decodes every file once up front, warns about the unreadable ones and leaves them out (listed in `.skipped`).
+    decodes every file once up front, warns about the unreadable ones and leaves them out (listed in `.skipped`);
+    `skip_corrupt=None` reads the choice from the environment (`skip_corrupt_from_environment`).
     """
 
     def __init__(
@@ -129,13 +146,15 @@ class ImageFiles(Dataset):
         classes: Sequence[str],
         transform: Transform | None = None,
         *,
-        skip_corrupt: bool = False,
+        skip_corrupt: bool | None = None,
         name: str = "dataset",
         load_image: Callable[[Sample], tuple[Image.Image, Any]] | None = None,
     ) -> None:
         self.classes = list(classes)
         self.transform = transform
         self.load_image = load_image or load_sample
+        if skip_corrupt is None:
+            skip_corrupt = skip_corrupt_from_environment()
         self.samples, self.skipped = drop_corrupt(samples, name) if skip_corrupt else (list(samples), [])
 
     @property

@@ -61,7 +61,7 @@ class Faces300WSource:
         return images
 
     def load(
-        self, root: Path, split: str, transform: Transform | None = None, *, skip_corrupt: bool = False
+        self, root: Path, split: str, transform: Transform | None = None, *, skip_corrupt: bool | None = None
     ) -> ImageFiles:
         images = self.scan(root)
         chosen = [images[i] for i in self.split_rule.indices(split, len(images))]

@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 
 from cassle.data.errors import DatasetNotFoundError, LayoutError
 from cassle.data.folders import Transform
+from cassle.data.roots import root_from_environment
 from cassle.data.splits import SPLITS
 
 KINDS = ("pretrain", "downstream", "detection")
@@ -90,6 +91,8 @@ class DatasetSpec:
         if not self.needs_root:
             return None
         if root is None or str(root) == "":
+            root = root_from_environment(self.name)
+        if root is None:
             raise DatasetNotFoundError(self.name, None, self.layout, "no data root was given")
         path = Path(root).expanduser()
         if not path.is_dir():

@@ -40,7 +40,7 @@ class Sun397Source:
         return classes, samples
 
     def load(
-        self, root: Path, split: str, transform: Transform | None = None, *, skip_corrupt: bool = False
+        self, root: Path, split: str, transform: Transform | None = None, *, skip_corrupt: bool | None = None
     ) -> ImageFiles:
         classes, samples = self.scan(root, PARTITION_FILES["test" if split == "test" else "trainval"])
         if split != "test":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bisect
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,10 +11,29 @@ from typing import Any
 
 from PIL import Image
 from torch.utils.data import ConcatDataset, Dataset
+from torchvision.datasets import Caltech101
 
 from cassle.data.errors import CorruptImageError, LayoutError
 from cassle.data.folders import Transform, count_lines, require
 from cassle.data.splits import RandomCarve, StratifiedCarve, pool_indices, stratified_indices
+
+
+def image_file(dataset: Dataset, item: int) -> str:
+    """The image file behind item `item` of a torchvision dataset (from its file list), for error messages; a
+    description of the item when the dataset keeps no such list."""
+    if isinstance(dataset, ConcatDataset):
+        part = bisect.bisect_right(dataset.cumulative_sizes, item)
+        return image_file(dataset.datasets[part], item - (dataset.cumulative_sizes[part - 1] if part else 0))
+    for attribute in ("_image_files", "_images", "images"):  # Food101, Flowers102, DTD, Aircraft; Pets; VOC
+        files = getattr(dataset, attribute, None)
+        if isinstance(files, Sequence):
+            return str(files[item])
+    if isinstance(getattr(dataset, "_samples", None), Sequence):  # StanfordCars: (path, target) pairs
+        return str(dataset._samples[item][0])
+    if isinstance(dataset, Caltech101):  # builds the path in __getitem__, as here
+        category = dataset.categories[dataset.y[item]]
+        return os.path.join(dataset.root, "101_ObjectCategories", category, f"image_{dataset.index[item]:04d}.jpg")
+    return f"item {item} of {type(dataset).__name__}"
 
 
 class VisionItems(Dataset):
@@ -41,9 +62,9 @@ class VisionItems(Dataset):
         item = self.indices[index]
         try:
             image, target = self.base[item]
+            image = image.convert("RGB")  # some datasets (Caltech101) open lazily: decoding happens here
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-            raise CorruptImageError(f"item {item} of {type(self.base).__name__}", error) from error
-        image = image.convert("RGB")
+            raise CorruptImageError(image_file(self.base, item), error) from error
         if self.target_transform is not None:
             target = self.target_transform(target)
         return (self.transform(image) if self.transform is not None else image), target

@@ -132,7 +132,7 @@ class CheckpointManager:
         sidecar = self._sidecar(path)
         if not sidecar.exists():
             return f"it has no checksum file {sidecar.name} (the save was interrupted)"
-        recorded = sidecar.read_text(encoding="utf-8").partition(" ")[0]
+        recorded = sidecar.read_bytes().decode("ascii", errors="replace").partition(" ")[0]
         actual = hashlib.sha256(data).hexdigest()
         if recorded != actual:
             return f"its sha256 {actual[:12]}... does not match {sidecar.name} (truncated or corrupted)"
@@ -141,27 +141,36 @@ class CheckpointManager:
     def load_latest(self, map_location: Any = "cpu") -> tuple[dict[str, Any], int] | None:
         """``(state, step)`` of the newest checkpoint whose checksum verifies, or None when there is none.
 
-        Each newer bad checkpoint is skipped with a ``CheckpointWarning`` naming the file. Raises
-        ``ConfigMismatchError`` when the checkpoint was written for another config hash, and
-        ``RuntimeError`` when checkpoints exist but none is valid (nothing is silently restarted).
+        Each newer bad checkpoint is skipped with a ``CheckpointWarning`` naming the file, why it is bad and the
+        checkpoint used instead. Raises ``ConfigMismatchError`` when the checkpoint was written for another config
+        hash, and ``RuntimeError`` when committed checkpoints exist but none verifies (nothing is silently
+        restarted). Only uncommitted ones (a first save interrupted before its checksum) mean: start over.
         """
-        skipped = []
+        skipped: list[tuple[Path, str]] = []
         for step in self._steps():
             path = self.path(step)
             data = path.read_bytes()
             problem = self._problem(path, data)
             if problem is None:
+                self._warn_skipped(skipped, f"falling back to {path} (step {step})")
                 record = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
                 self._check_record(path, record, step)
                 return record["state"], step
-            skipped.append(f"{path} ({problem})")
-            warnings.warn(f"skipping checkpoint {path}: {problem}", CheckpointWarning, stacklevel=2)
+            skipped.append((path, problem))
+        if skipped and all(not self._sidecar(path).exists() for path, _ in skipped):
+            self._warn_skipped(skipped, "none was ever committed, so training starts over")
+            return None
         if skipped:
-            raise RuntimeError(
-                f"no valid checkpoint in {self.work_dir}: {'; '.join(skipped)}. "
-                "Delete these files to start training over"
-            )
+            self._warn_skipped(skipped, "no valid checkpoint is left")
+            listing = "; ".join(f"{path} ({problem})" for path, problem in skipped)
+            raise RuntimeError(f"no valid checkpoint in {self.work_dir}: {listing}. "
+                               "Delete these files to start training over")
         return None
+
+    @staticmethod
+    def _warn_skipped(skipped: list[tuple[Path, str]], outcome: str) -> None:
+        for path, problem in skipped:
+            warnings.warn(f"skipping checkpoint {path}: {problem}; {outcome}", CheckpointWarning, stacklevel=3)
 
     def _check_record(self, path: Path, record: Any, step: int) -> None:
         if not isinstance(record, dict) or record.get("format") != FORMAT_VERSION or record.get("step") != step:

@@ -143,6 +143,7 @@ class Trainer:
             self.method.backbone.compile()  # in place: state_dict keys stay those of the backbone
         self.checkpoints = CheckpointManager(self.work, keep=2, config_hash=self.hash)
         self.step = 0
+        self.last: dict[str, float] = {}  # the last logged losses: metrics.json's "final", kept across resumes
 
     # ----------------------------------------------------------------------------------------------------------
     def rng_states(self) -> list[dict[str, Any]]:
@@ -163,6 +164,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         restore_rng(state["rng"][self.ctx.rank], self.generators)
         self.step = state["step"]
+        self.last = dict(state.get("last", {}))
 
     def resume(self) -> bool:
         found = self.checkpoints.load_latest(map_location=self.device)
@@ -179,7 +181,8 @@ class Trainer:
         rng = self.rng_states()
         if self.ctx.rank == 0:
             state = {"model": model_state(self.method), "optimizer": self.optimizer.state_dict(),
-                     "scheduler": self.scheduler.state_dict(), "step": self.step, "rng": rng}
+                     "scheduler": self.scheduler.state_dict(), "step": self.step, "rng": rng,
+                     "last": self.last}
             self.checkpoints.save(state, self.step)
         if self.ctx.world_size > 1:
             torch.distributed.barrier()
@@ -246,7 +249,7 @@ class Trainer:
         bar = tqdm(total=self.plan.total_steps, initial=self.step, desc=f"pretrain {self.config['framework']}-"
                    f"{self.config['variant']}", disable=not self.progress, file=sys.stderr,
                    mininterval=1 if sys.stderr.isatty() else 30, dynamic_ncols=True)
-        started, window_start, window_samples, last = time.perf_counter(), time.perf_counter(), 0, {}
+        started, window_start, window_samples = time.perf_counter(), time.perf_counter(), 0
         try:
             batches = self.batches()
             while self.step < self.plan.total_steps:
@@ -255,13 +258,13 @@ class Trainer:
                 bar.update(1)
                 if self.step % self.config["log_every"] == 0 or self.step == self.plan.total_steps:
                     elapsed = time.perf_counter() - window_start
-                    last = {key: value.item() for key, value in losses.items()}
+                    self.last = {key: value.item() for key, value in losses.items()}
                     row = {"step": self.step, "epoch": round(self.step / self.plan.steps_per_epoch, 4),
                            "lr": self.optimizer.param_groups[0]["lr"], "samples_per_s": window_samples / elapsed,
-                           **last}
+                           **self.last}
                     if history is not None:
                         history.append({key: row.get(key, "") for key in history.fieldnames})
-                    bar.set_postfix(loss=f"{last['loss']:.4f}", img_s=f"{row['samples_per_s']:.0f}")
+                    bar.set_postfix(loss=f"{self.last['loss']:.4f}", img_s=f"{row['samples_per_s']:.0f}")
                     window_start, window_samples = time.perf_counter(), 0
                 if self.step % self.config["checkpoint_every"] == 0 or self.step == self.plan.total_steps:
                     self.save_checkpoint()
@@ -270,7 +273,7 @@ class Trainer:
             if history is not None:
                 history.close()
         seconds = time.perf_counter() - started
-        return self.finish(last, seconds, self.step - start_step, resumed)
+        return self.finish(seconds, self.step - start_step, resumed)
 
     def history_fields(self) -> list[str]:
         keys = ["ssl", "loss"] + [f"augself/{key}" for key in sorted(self.config["augself.weights"])] \
@@ -286,10 +289,10 @@ class Trainer:
         return HistoryWriter(self.out / "history.csv", self.history_fields(),
                              resume_step=self.step if resumed else None)
 
-    def finish(self, last: Mapping[str, float], seconds: float, steps_run: int, resumed: bool) -> dict[str, Any]:
+    def finish(self, seconds: float, steps_run: int, resumed: bool) -> dict[str, Any]:
         metrics = {
             "framework": self.config["framework"], "variant": self.config["variant"],
-            "steps": self.step, "epochs": self.step / self.plan.steps_per_epoch, "final": dict(last),
+            "steps": self.step, "epochs": self.step / self.plan.steps_per_epoch, "final": dict(self.last),
             "samples_per_s": steps_run * self.config["batch_size"] / seconds if steps_run and seconds > 0 else None,
             "resumed": resumed, "world_size": self.ctx.world_size,
             "experiment_hash": self.hash, "provenance": provenance(self.config, self.config["seed"]),
