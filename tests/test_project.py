@@ -58,10 +58,14 @@ def test_venv_builder_creates_a_working_venv_and_rebuilds_when_stale(tmp_path):
         pytest.skip("without the dependency cache this would reinstall the whole stack")
     venv = tmp_path / "venv"
     env = dict(os.environ)
-    subprocess.run(["bash", str(REPO / "tools/venv.sh"), str(venv)], check=True, env=env, timeout=900)
+    # A relative path, as `make venv` passes it; the console scripts must still run from any directory.
+    subprocess.run(["bash", str(REPO / "tools/venv.sh"), "venv"], check=True, env=env, timeout=900, cwd=tmp_path)
     stamp = (venv / ".cassle-stamp").read_text()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
     for command in (["cassle", "--version"], ["snakemake", "--version"], ["mlflow", "--version"]):
-        result = subprocess.run([str(venv / "bin" / command[0]), *command[1:]], capture_output=True, text=True)
+        result = subprocess.run([str(venv / "bin" / command[0]), *command[1:]], capture_output=True, text=True,
+                                cwd=elsewhere)
         assert result.returncode == 0, result.stderr
     marker = venv / "stale-marker"
     marker.touch()

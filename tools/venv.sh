@@ -10,7 +10,7 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-venv=${1:-$root/.venv}
+venv=$(realpath -m "${1:-$root/.venv}")  # absolute: it goes into the console scripts' #! lines
 python=${PYTHON:-python3}
 layout=2  # bump when the way this script builds environments changes
 
