@@ -12,14 +12,15 @@ help:  ## list the targets
 venv:  ## create or refresh .venv from constraints.txt (cached outside the clone)
 	@bash tools/venv.sh $(VENV)
 
-demo: venv  ## run the demo on the embedded synthetic dataset (no download)
-	$(PY) -m cassle demo --out results/demo
+demo: venv  ## run the whole workflow on the embedded synthetic dataset (no download; about 5 min on 2 cores)
+	$(PY) -m cassle demo
 
 test: venv  ## run the test suite
 	$(PY) -m pytest -n auto --dist loadfile $(PYTEST_ARGS)
 
 bench: venv  ## run the CPU benchmarks (figures go to bench/results/)
-	$(PY) bench/augment.py && $(PY) bench/pretrain.py && $(PY) bench/linear.py
+	$(PY) bench/augment.py && $(PY) bench/loading.py && $(PY) bench/pretrain.py && $(PY) bench/linear.py \
+		&& $(PY) bench/demo.py
 
 lock:  ## re-pin constraints.txt from a clean install of pyproject.toml's dependencies
 	@bash tools/lock.sh

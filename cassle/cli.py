@@ -10,7 +10,7 @@ import argparse
 import importlib
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from cassle import __version__
@@ -29,14 +29,6 @@ EVAL_TASKS = {
 
 class CassleError(Exception):
     """An error whose message is the whole story: printed without a traceback (set CASSLE_DEBUG=1 for one)."""
-
-
-def _not_yet(what: str, issue: int) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        print(f"cassle: `{what}` is not available in this version yet (it lands with issue #{issue}).", file=sys.stderr)
-        return 2
-
-    return run
 
 
 def _data_check(args: argparse.Namespace) -> int:
@@ -68,7 +60,7 @@ def _pretrain(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from cassle.demo import run_demo
 
-    return run_demo(Path(args.out))
+    return run_demo(args.workdir, cores=args.cores)
 
 
 def build_parser(eval_tasks: Iterable[str] | None = None) -> argparse.ArgumentParser:
@@ -84,15 +76,20 @@ def build_parser(eval_tasks: Iterable[str] | None = None) -> argparse.ArgumentPa
     parser.add_argument("--version", action="version", version=f"cassle {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    demo = commands.add_parser("demo", help="run the demo on the embedded synthetic dataset (no download)",
-                               description="Run the demo on the procedural `synthetic` dataset: needs no data.")
-    demo.add_argument("--out", default="results/demo", help="output folder (default: results/demo)")
+    demo = commands.add_parser("demo", help="run the whole workflow on the embedded synthetic dataset (no download)",
+                               description="Run the Snakemake DAG of config/demo.yaml: every framework x variant "
+                               "pretrained for a few steps on the procedural `synthetic` dataset, every evaluation that "
+                               "runs on it, the tables, figures, Snakemake report and MLflow store (5-10 minutes on 2 "
+                               "CPU cores). Results land in WORKDIR/results/demo.")
+    demo.add_argument("--workdir", type=Path, default=Path("."), help="folder holding results/demo (default: .)")
+    demo.add_argument("--cores", type=int, default=2, help="CPU cores Snakemake may use (default: 2)")
     demo.set_defaults(run=_demo)
 
     pretrain = commands.add_parser("pretrain", help="pretrain one framework x variant",
                                    description="Pretrain a backbone with one framework (mocov2, simclr, barlow, "
                                    "mocov3, byol, simsiam, mocov1) and variant (vanilla, augself, cassle).")
-    pretrain.add_argument("config", type=Path, help="YAML config file (keys: docs/config.md)")
+    pretrain.add_argument("config", type=Path, nargs="?", default=None,
+                          help="YAML config file (keys: docs/config.md); optional when --set gives every key needed")
     pretrain.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                           help="override a config key, value parsed as YAML (repeatable), e.g. --set epochs=10")
     pretrain.add_argument("--out", type=Path, required=True, help="run folder: backbone.pt, checkpoint.pt, "
@@ -114,8 +111,21 @@ def build_parser(eval_tasks: Iterable[str] | None = None) -> argparse.ArgumentPa
             sub.set_defaults(run=module.run)
 
     report = commands.add_parser("report", help="build the paper's tables and figures from results/",
-                                 description="Read results/**/metrics.json and write tables and figures to reports/.")
-    report.set_defaults(run=_not_yet("cassle report", 6))
+                                 description="Read results/**/metrics.json and write the paper's tables (Markdown, "
+                                 "LaTeX, CSV) and figures into a reports folder, without rerunning any job.")
+    from cassle.report import command as report_command
+
+    report_command.add_arguments(report)
+    report.set_defaults(run=report_command.run)
+
+    launch = commands.add_parser("launch", help="run a cassle command in-process or as a submitit / Slurm job",
+                                 description="Run `cassle COMMAND ARGS` through a launcher: in-process (local), or "
+                                 "submitted with submitit (local executor or Slurm), requeued on preemption and "
+                                 "timeout, re-attached after a restart; the workflow starts every GPU job this way.")
+    from cassle import launch as launch_command
+
+    launch_command.add_arguments(launch)
+    launch.set_defaults(run=launch_command.run)
 
     data = commands.add_parser("data", help="inspect datasets", description="Inspect the dataset registry.")
     data_commands = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
@@ -135,17 +145,20 @@ def build_parser(eval_tasks: Iterable[str] | None = None) -> argparse.ArgumentPa
     views.add_argument("--seed", type=int, default=0, help="seed of the augmentation generator (default: 0)")
     views.set_defaults(run=_data_views)
 
-    mlflow = commands.add_parser("mlflow", help="MLflow helpers", description="MLflow helpers.")
-    mlflow_commands = mlflow.add_subparsers(dest="mlflow_command", metavar="ACTION", required=True)
-    sync = mlflow_commands.add_parser("sync", help="backfill the MLflow store from results/",
-                                      description="Log every run under results/ that the MLflow store lacks.")
-    sync.set_defaults(run=_not_yet("cassle mlflow sync", 5))
+    mlflow = commands.add_parser("mlflow", help="mirror results/ into MLflow (init, log, sync)",
+                                 description="MLflow is a mirror of results/, never the only copy: these commands "
+                                 "create the store, log one result folder, or backfill everything missing.")
+    from cassle.tracking import command as mlflow_command
+
+    mlflow_command.add_commands(mlflow.add_subparsers(dest="mlflow_command", metavar="ACTION", required=True))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(eval_tasks=argv[argv.index("eval") + 1:][:1] if "eval" in argv else ()).parse_args(argv)
+    command = next((i for i, arg in enumerate(argv) if not arg.startswith("-")), None)
+    eval_task = argv[command + 1:command + 2] if command is not None and argv[command] == "eval" else []
+    args = build_parser(eval_tasks=eval_task).parse_args(argv)
     try:
         return args.run(args)
     except (CassleError, FileNotFoundError, ValueError) as error:

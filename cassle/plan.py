@@ -1,0 +1,200 @@
+"""The workflow's plan: a workflow config (config/config.yaml) expanded into pretraining runs and evaluations.
+
+The Snakefile builds its DAG from `plan_workflow`; every check happens here, before any job starts: each run's
+pretraining config goes through `cassle.config.resolve`, each evaluation's options through the parser of
+`cassle eval TASK`, and every name (group, dataset, external checkpoint, `where` key) must exist.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cassle.config import RUNTIME_KEYS, ConfigError, flatten, resolve
+from cassle.provenance import run_name
+
+
+class PlanError(ValueError):
+    """A workflow config that cannot be planned; the message names the key, the value and what is allowed."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One pretraining run: its folder name, the keys that define it, its resolved config, the groups using it."""
+
+    name: str
+    overrides: dict[str, Any]
+    config: dict[str, Any]
+    groups: tuple[str, ...]
+
+    def pretrain_args(self) -> list[str]:
+        """`--set key=value` arguments of `cassle pretrain` (values as JSON, which YAML reads back unchanged)."""
+        args: list[str] = []
+        for key, value in sorted(self.overrides.items()):
+            args += ["--set", f"{key}={json.dumps(value, separators=(',', ':'))}"]
+        return args
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One `cassle eval TASK SOURCE --dataset DATASET`: SOURCE is a run of the plan or an external checkpoint."""
+
+    task: str
+    source: str
+    dataset: str
+    options: tuple[str, ...] = ()
+    external: Path | None = None
+    arch: str | None = None
+
+    def eval_args(self, results: Path) -> list[str]:
+        """The arguments after `cassle eval`."""
+        source = str(self.external) if self.external else str(results / "pretrain" / self.source)
+        args = [self.task, source, "--dataset", self.dataset, "--out", str(self.out(results))]
+        if self.arch:
+            args += ["--arch", self.arch]
+        return args + list(self.options)
+
+    def out(self, results: Path) -> Path:
+        return results / "eval" / self.task / self.source / self.dataset
+
+
+@dataclass
+class Plan:
+    """Runs by name and the evaluations of each task."""
+
+    runs: dict[str, Run] = field(default_factory=dict)
+    evaluations: dict[str, list[Evaluation]] = field(default_factory=dict)
+
+    def job_counts(self) -> dict[str, int]:
+        """Pretraining and evaluation jobs per workflow rule."""
+        counts = {"pretrain": len(self.runs)}
+        counts.update({f"eval_{task}": len(evals) for task, evals in self.evaluations.items() if evals})
+        return counts
+
+
+def _grid(group: str, grid: Mapping[str, Sequence[Any]]) -> Iterable[dict[str, Any]]:
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise PlanError(f"pretrain.groups.{group}.grid.{key} = {values!r}: expected a non-empty list of values")
+    keys = list(grid)
+    for combination in itertools.product(*(grid[key] for key in keys)):
+        yield dict(zip(keys, combination))
+
+
+def _run_from(group: str, raw: dict[str, Any]) -> Run:
+    try:
+        config = resolve(raw)
+    except ConfigError as error:
+        raise PlanError(f"pretrain.groups.{group}: {error}") from None
+    name = run_name(config["framework"], config["variant"],
+                    {key: value for key, value in config.items() if key not in RUNTIME_KEYS})
+    return Run(name, raw, config, (group,))
+
+
+def plan_runs(workflow_config: Mapping[str, Any]) -> dict[str, Run]:
+    """Every (group x grid cell x seed) run; runs with equal configs (e.g. the default CASSLE run that also closes an
+    ablation) are one run listed under every group that asks for it."""
+    pretrain = workflow_config.get("pretrain") or {}
+    defaults = flatten(pretrain.get("defaults") or {})
+    seeds = workflow_config.get("seeds") or [0]
+    runs: dict[str, Run] = {}
+    for group, spec in (pretrain.get("groups") or {}).items():
+        base = {**defaults, **flatten(spec.get("config") or {})}
+        for cell in _grid(group, spec.get("grid") or {}):
+            for seed in seeds:
+                run = _run_from(group, {**base, **flatten(cell), "seed": seed})
+                if run.name in runs:
+                    known = runs[run.name]
+                    runs[run.name] = Run(known.name, known.overrides, known.config, (*known.groups, group))
+                else:
+                    runs[run.name] = run
+    if not runs:
+        raise PlanError("the workflow config plans no pretraining run: add pretrain.groups.<name>.grid")
+    return runs
+
+
+def _option_args(task: str, options: Mapping[str, Any] | None) -> tuple[str, ...]:
+    args: list[str] = []
+    for key, value in (options or {}).items():
+        flag = f"--{key.replace('_', '-')}"
+        if value is True:
+            args.append(flag)
+        elif value is False or value is None:
+            continue
+        elif isinstance(value, list):
+            args += [flag, *map(str, value)]
+        else:
+            args += [flag, str(value)]
+    return tuple(args)
+
+
+def check_eval_options(task: str, args: Sequence[str]) -> None:
+    """Parse `args` with the parser of `cassle eval TASK` (imports that task's module) so a bad option fails now."""
+    from cassle.cli import build_parser
+
+    parser = build_parser(eval_tasks=[task])
+    probe = [ "eval", task, "SOURCE", "--dataset", "synthetic", "--out", "OUT", *args]
+    try:
+        parser.parse_args(probe)
+    except SystemExit:
+        raise PlanError(f"evaluations.{task}.options: `cassle eval {task}` does not accept {shlex.join(args)!r} "
+                        f"(see `cassle eval {task} --help`)") from None
+
+
+def _matches(run: Run, where: Mapping[str, Sequence[Any]]) -> bool:
+    return all(run.config.get(key) in values for key, values in where.items())
+
+
+def plan_evaluations(workflow_config: Mapping[str, Any], runs: Mapping[str, Run],
+                     check_options: bool = True) -> dict[str, list[Evaluation]]:
+    """Every (task x selected run x dataset) evaluation, external checkpoints included."""
+    from cassle.cli import EVAL_TASKS
+    from cassle.data import DATASETS
+
+    groups = {group for run in runs.values() for group in run.groups}
+    groups |= set((workflow_config.get("pretrain") or {}).get("groups") or {})
+    external = workflow_config.get("external") or {}
+    plan: dict[str, list[Evaluation]] = {}
+    for task, spec in (workflow_config.get("evaluations") or {}).items():
+        where_prefix = f"evaluations.{task}"
+        if task not in EVAL_TASKS:
+            raise PlanError(f"{where_prefix}: unknown evaluation {task!r}; one of {', '.join(EVAL_TASKS)}")
+        unknown = sorted(set(spec.get("groups") or []) - groups)
+        if unknown:
+            raise PlanError(f"{where_prefix}.groups: unknown group(s) {', '.join(unknown)}; "
+                            f"pretrain.groups defines {', '.join(sorted(groups))}")
+        datasets = spec.get("datasets") or []
+        missing = [name for name in datasets if name not in DATASETS]
+        if missing:
+            raise PlanError(f"{where_prefix}.datasets: unknown dataset(s) {', '.join(missing)}; "
+                            f"registered: {', '.join(DATASETS)}")
+        where = spec.get("where") or {}
+        bad_keys = [key for key in where if key not in next(iter(runs.values())).config]
+        if bad_keys:
+            raise PlanError(f"{where_prefix}.where: unknown config key(s) {', '.join(bad_keys)} (docs/config.md)")
+        options = _option_args(task, spec.get("options"))
+        if check_options:
+            check_eval_options(task, options)
+        chosen = [run.name for run in runs.values()
+                  if set(run.groups) & set(spec.get("groups") or []) and _matches(run, where)]
+        evaluations = [Evaluation(task, name, dataset, options) for name in chosen for dataset in datasets]
+        for name in spec.get("external") or []:
+            if name not in external:
+                raise PlanError(f"{where_prefix}.external: {name!r} is not under `external:` "
+                                f"(defined: {', '.join(external) or 'none'})")
+            checkpoint = external[name]
+            evaluations += [Evaluation(task, f"external-{name}", dataset, options, Path(checkpoint["path"]),
+                                       checkpoint.get("arch")) for dataset in datasets]
+        plan[task] = evaluations
+    return plan
+
+
+def plan_workflow(workflow_config: Mapping[str, Any], check_options: bool = True) -> Plan:
+    """The whole plan of a (schema-validated) workflow config."""
+    runs = plan_runs(workflow_config)
+    return Plan(runs, plan_evaluations(workflow_config, runs, check_options))

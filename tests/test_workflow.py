@@ -1,0 +1,231 @@
+"""The Snakemake workflow, run for real: the paper grid as a dry run with the README's command, and a tiny DAG on the
+synthetic dataset (interrupted and resumed, rerun as a no-op, grown by a variant, mirrored into MLflow and browsed
+through a real `mlflow server`)."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+TINY = {
+    "results": "results",
+    "reports": "reports",
+    "mlflow": {"experiment": "cassle-test"},
+    "launch": {"pretrain": {"gpus": 0}, "eval": {"gpus": 0}},
+    "pretrain": {
+        "defaults": {
+            "dataset": "synthetic", "backbone": "resnet_narrow", "max_steps": 6, "batch_size": 16,
+            "projector": {"hidden_dim": 32, "out_dim": 16}, "predictor": {"hidden_dim": 32}, "queue_size": 64,
+            "conditioning": {"encoder_depth": 1, "encoder_width": 8}, "checkpoint_every": 2, "log_every": 1,
+            "num_workers": 0, "device": "cpu",
+        },
+        "groups": {"main": {"grid": {"framework": ["mocov2"], "variant": ["vanilla", "cassle"]}}},
+    },
+    "evaluations": {
+        "linear": {"groups": ["main"], "datasets": ["synthetic"],
+                   "options": {"max_images": 64, "workers": 0, "device": "cpu"}},
+    },
+}
+
+
+def job_stats(output: str) -> dict[str, int]:
+    """The `Job stats` table of a Snakemake run or dry run, as {rule: count} (without the total)."""
+    block = output.split("Job stats:", 1)[1]
+    counts = {}
+    for line in block.splitlines()[3:]:
+        match = re.fullmatch(r"\s*(\w+)\s+(\d+)\s*", line)
+        if not match:
+            break
+        counts[match[1]] = int(match[2])
+    counts.pop("total", None)
+    return counts
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True, cwd: Path | None = None) -> str:
+    command = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+    result = subprocess.run(command, cwd=cwd or workdir, capture_output=True, text=True, timeout=600)
+    output = result.stdout + result.stderr
+    if check:
+        assert result.returncode == 0, output[-4000:]
+    return output
+
+
+def test_readme_cluster_command_plans_the_paper_grid(tmp_path):
+    """`snakemake --profile profiles/slurm` on a machine without Slurm, as a dry run: every table's jobs."""
+    output = snakemake(tmp_path, "--profile", "profiles/slurm", "--dry-run", cwd=REPO)
+    # Pretraining: Table 2 (3 frameworks x 3 variants + MoCo-v3 ViT-S x 3), Table 4 (5 more omega subsets, one more
+    # AugSelf target set, 3 more injections, 3 more encoder depths), Fig 8 (4 more encoder widths), Table 10 (3).
+    runs = {"main": 9, "vit": 3, "omega": 5, "augself": 1, "injection": 3, "depth": 3, "width": 4, "mocov1": 3}
+    linear_runs = sum(count for group, count in runs.items() if group != "width") + 1  # + the SparK checkpoint
+    assert job_stats(output) == {
+        "pretrain": sum(runs.values()),
+        "eval_linear": linear_runs * 13,                        # the 13 downstream tasks of Table 2
+        "eval_rotation": runs["main"] * 11,                     # Table 7's 11 datasets
+        "eval_corruption": 6,                                   # Table 8: MoCo-v2 and SimCLR x 3 variants
+        "eval_detection": 6,                                    # Table 3
+        "eval_fewshot": 6,
+        "eval_sensitivity": runs["main"] + runs["width"] + runs["mocov1"] + 1,  # Figs 6, 8, 10, 9
+        "eval_conditioning": 3,                                 # Fig 3: the CASSLE runs
+        "eval_retrieval": 6,                                    # Fig 5: MoCo-v2 x 3 variants on Cars and Flowers
+        "report": 1,
+        "all": 1,
+    }
+    # The profile sends GPU jobs to Slurm through `cassle launch` with the config's resources.
+    assert "launch --launcher slurm --gpus 2 --cpus-per-task 10 --mem-gb 128 --time-min 2880" in output
+    assert not (tmp_path / "results").exists()
+
+
+def test_bad_workflow_config_fails_before_any_job(tmp_path):
+    config = json.loads(json.dumps(TINY))
+    config["pretrain"]["groups"]["main"]["grid"]["variant"] = ["vanilla", "casle"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    output = snakemake(tmp_path, "--configfile", "config.yaml", "--cores", "1", check=False)
+    assert "pretrain.groups.main" in output and "'casle'" in output and "cassle" in output
+    assert not (tmp_path / "results").exists()
+
+    config = json.loads(json.dumps(TINY))
+    config["evaluations"]["linear"]["options"] = {"max_imagez": 3}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    output = snakemake(tmp_path, "--configfile", "config.yaml", "--cores", "1", check=False)
+    assert "evaluations.linear.options" in output and "--max-imagez" in output
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
+
+
+def finished_pretrain_output(log: str) -> str | None:
+    """metrics.json of a pretrain job that Snakemake reported finished in `log`, or None."""
+    outputs = {jobid: output for output, jobid in
+               re.findall(r"rule pretrain:.*?output: [^\n]*?(\S+/metrics\.json).*?jobid: (\d+)", log, re.S)}
+    done = re.findall(r"Finished jobid: (\d+) \(Rule: pretrain\)", log)
+    return next((outputs[jobid] for jobid in done if jobid in outputs), None)
+
+
+@pytest.fixture(scope="module")
+def tiny_workflow(tmp_path_factory):
+    """The tiny DAG, interrupted (Ctrl-C) once a pretraining job has finished, then rerun to the end with the flag
+    every profile sets (`--rerun-incomplete`: the job cut off mid-run starts again from its checkpoint)."""
+    workdir = tmp_path_factory.mktemp("workflow")
+    (workdir / "config.yaml").write_text(yaml.safe_dump(TINY))
+    command = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+               "--configfile", "config.yaml", "--cores", "2", "--config", "launcher=local"]
+    process = subprocess.Popen(command, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
+    reader.start()
+    deadline = time.time() + 300
+    finished = None
+    while finished is None and process.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+        finished = finished_pretrain_output("".join(lines))
+    process.send_signal(signal.SIGINT)  # what Ctrl-C does
+    process.wait(timeout=120)
+    reader.join(timeout=30)
+    assert finished, "".join(lines)[-3000:]
+    first = workdir / finished
+    first_mtime = first.stat().st_mtime_ns
+    output = snakemake(workdir, "--configfile", "config.yaml", "--cores", "2", "--config", "launcher=local",
+                       "--rerun-incomplete")
+    return {"workdir": workdir, "first": first, "first_mtime": first_mtime, "output": output}
+
+
+def test_interrupted_workflow_finishes_without_redoing_finished_jobs(tiny_workflow):
+    workdir = tiny_workflow["workdir"]
+    assert tiny_workflow["first"].stat().st_mtime_ns == tiny_workflow["first_mtime"]
+    stats = job_stats(tiny_workflow["output"])
+    assert stats.get("pretrain", 0) <= 1  # the run finished before the interrupt is not redone
+    runs = sorted((workdir / "results" / "pretrain").glob("*/metrics.json"))
+    assert [path.parent.name.rsplit("-", 1)[0] for path in runs] == ["mocov2-cassle", "mocov2-vanilla"]
+    for path in runs:
+        metrics = json.loads(path.read_text())
+        assert metrics["steps"] == 6 and metrics["provenance"]["git_sha"]
+        assert (path.parent / "backbone.pt").is_file() and (path.parent / "work").is_dir()
+    evals = sorted((workdir / "results" / "eval" / "linear").glob("*/synthetic/metrics.json"))
+    assert len(evals) == 2 and all(0 <= json.loads(p.read_text())["metrics"]["top1"] <= 1 for p in evals)
+    assert (workdir / "reports" / "README.md").is_file()
+    assert list((workdir / "reports" / "tables").glob("*.md"))
+
+
+def test_rerun_does_nothing_and_a_new_variant_replans_only_its_jobs(tiny_workflow):
+    workdir = tiny_workflow["workdir"]
+    output = snakemake(workdir, "--configfile", "config.yaml", "--cores", "2", "--dry-run")
+    assert "Nothing to be done" in output, output[-3000:]
+
+    config = json.loads(json.dumps(TINY))
+    config["pretrain"]["groups"]["main"]["grid"]["variant"].append("augself")
+    (workdir / "grown.yaml").write_text(yaml.safe_dump(config))
+    output = snakemake(workdir, "--configfile", "grown.yaml", "--cores", "2", "--dry-run")
+    assert job_stats(output) == {"pretrain": 1, "eval_linear": 1, "report": 1, "all": 1}
+    assert "mocov2-augself-" in output and "mocov2-cassle-" not in output.split("rule report")[0]
+
+
+def test_snakemake_report_is_self_contained(tiny_workflow):
+    workdir = tiny_workflow["workdir"]
+    snakemake(workdir, "--configfile", "config.yaml", "--report", "report.html")
+    html = (workdir / "report.html").read_text(errors="replace")
+    assert "Tables" in html and "cassle report" in html
+
+
+def test_mlflow_server_shows_the_workflow_runs(tiny_workflow):
+    """Every job was mirrored into the sqlite store; a real `mlflow server` serves the runs over REST."""
+    workdir = tiny_workflow["workdir"]
+    store = workdir / "results" / "mlflow.db"
+    assert store.is_file()
+    port = _free_port()
+    mlflow = Path(sys.executable).parent / "mlflow"
+    server = subprocess.Popen([str(mlflow), "server", "--backend-store-uri", f"sqlite:///{store}",
+                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2):
+                    break
+            except OSError:
+                assert time.time() < deadline and server.poll() is None, "mlflow server did not start"
+                time.sleep(0.5)
+        request = urllib.request.Request(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=cassle-test")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            experiment = json.load(response)["experiment"]
+        runs = _post(f"{base}/api/2.0/mlflow/runs/search",
+                     {"experiment_ids": [experiment["experiment_id"]], "max_results": 100})["runs"]
+        tags = [{tag["key"]: tag["value"] for tag in run["data"].get("tags", [])} for run in runs]
+        results = sorted(tag.get("cassle.result", "") for tag in tags)
+        pretrain = sorted(f"pretrain/{p.parent.name}" for p in (workdir / "results" / "pretrain").glob("*/metrics.json"))
+        evals = sorted(str(p.parent.relative_to(workdir / "results"))
+                       for p in (workdir / "results" / "eval").glob("*/*/*/metrics.json"))
+        assert set(pretrain + evals) <= set(results), results
+        parents = {tag["cassle.result"]: run["info"]["run_id"] for tag, run in zip(tags, runs)
+                   if tag.get("cassle.result", "").startswith("pretrain/")}
+        for tag in tags:
+            if tag.get("cassle.result", "").startswith("eval/"):
+                run = tag["cassle.result"].split("/")[2]
+                assert tag["mlflow.parentRunId"] == parents[f"pretrain/{run}"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

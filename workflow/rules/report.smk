@@ -1,0 +1,31 @@
+# Tables, average-rank ablations and figures from results/ (cassle report), captioned for `snakemake --report`.
+
+
+def report_outputs():
+    return [f"{REPORTS}/README.md"]
+
+
+rule report:
+    input:
+        pretrain_outputs(),
+        eval_outputs(),
+    output:
+        index=f"{REPORTS}/README.md",
+        tables=report(
+            directory(f"{REPORTS}/tables"),
+            patterns=["{name}.md"],
+            caption="../report/tables.rst",
+            category="Tables",
+        ),
+        figures=report(
+            directory(f"{REPORTS}/figures"),
+            patterns=["{name}.png"],
+            caption="../report/figures.rst",
+            category="Figures",
+        ),
+    log:
+        f"{RESULTS}/logs/report.log",
+    shell:
+        "{CASSLE} report --results {RESULTS} --out {REPORTS} > {log} 2>&1; "
+        'if [ "$CASSLE_MLFLOW" = 1 ]; then {CASSLE} mlflow log-reports {REPORTS} >> {log} 2>&1 '
+        '|| echo "cassle: warning: MLflow logging of {REPORTS} failed" >> {log}; fi'
