@@ -85,25 +85,25 @@ def test_crop_and_flip_rebuilt_from_omega_match_torchvision(source: str) -> None
         torch.testing.assert_close(view, rebuild_from_omega(image, w, 32, antialias=False), rtol=0, atol=atol)
 
 
+@pytest.mark.parametrize("as_list", [False, True])
 @pytest.mark.parametrize("crop_scale", [(0.02, 0.1), (0.25, 1.0)])  # downscale ~1-2x and ~3-6x
-def test_antialiased_downscale_is_close_to_torchvision_antialias(crop_scale: tuple[float, float]) -> None:
-    """Our k x k sub-sample average approximates torchvision's triangle (antialias) filter. On natural-like (1/f)
-    images the measured gap is 0.004-0.006 mean and 0.035-0.047 max absolute (of 1), 3-7x below the gap of plain
-    bilinear sampling (0.011-0.040 mean, up to 0.25 max), which aliases; the bounds leave ~1.5x margin."""
+def test_antialiased_downscale_equals_torchvision_antialias(crop_scale: tuple[float, float], as_list: bool) -> None:
+    """The antialiased resize is torchvision's (triangle filter of half-width = the downscale), up to float32
+    rounding, for batch tensors and lists; plain bilinear sampling, which aliases, is far from it."""
     images = torch.stack([pink_noise(192, seed) for seed in range(8)])
     kwargs = {"crop_scale": crop_scale, **GEOMETRY_ONLY}
-    views, omega = ViewSampler(32, **kwargs)(images, generator=gen(3))
-    aliased, _ = ViewSampler(32, antialias=False, **kwargs)(images, generator=gen(3))
+    source = list(images) if as_list else images
+    views, omega = ViewSampler(32, **kwargs)(source, generator=gen(3))
+    aliased, _ = ViewSampler(32, antialias=False, **kwargs)(source, generator=gen(3))
     reference = torch.stack([rebuild_from_omega(im, w, 32, antialias=True) for im, w in zip(images, omega)])
-    gap, aliased_gap = (views - reference).abs(), (aliased - reference).abs()
-    assert gap.mean() < 0.009 and gap.max() < 0.07
-    assert gap.mean() < aliased_gap.mean() / 2.5
+    torch.testing.assert_close(views, reference, rtol=0, atol=2e-5)
+    assert (aliased - reference).abs().mean() > 1e-3
 
 
 def test_list_input_renders_like_the_batch_tensor() -> None:
-    """Lists are packed per supersampling level (crop regions only); the views must not depend on that."""
+    """Lists are packed as crop regions per chunk and resize kind; the views must not depend on that."""
     images = torch.stack([pink_noise(96, seed) for seed in range(12)])
-    sampler = ViewSampler(32, crop_scale=(0.05, 1.0))  # downscales ~0.7 to 3: supersampling levels 1 to 3
+    sampler = ViewSampler(32, crop_scale=(0.05, 1.0))  # downscales ~0.7 to 3: bilinear and antialiased
     params = sampler.sample(image_sizes(images), gen(19))
     assert len(torch.unique(torch.ceil(params.crop[:, 2:].amax(1) / 32))) >= 3
     views, omega = sampler.apply(images, params)

@@ -85,7 +85,7 @@ def _matches_printed(ours: float, printed: float) -> bool:
     return printed in (math.floor(ours * 100 + 1e-9) / 100, round(ours, 2))
 
 
-@pytest.mark.parametrize("block", ["omega", "color_diff", "injection"])
+@pytest.mark.parametrize("block", ["omega", "color_diff", "injection", "depth"])
 def test_average_rank_reproduces_the_papers_table4(block: str) -> None:
     frame, printed = _table4_block(block)
     ours = average_rank(frame)
@@ -186,7 +186,7 @@ def test_rows_come_from_the_configs(report: Path) -> None:
     assert list(_csv(report, f"table4_{MAIN}")) == [
         "omega/c", "omega/c,j", "omega/c,j,d", "omega/c,j,b,f,g,d",
         "color_diff/cassle:c,j", "color_diff/augself:c,j", "color_diff/cassle:c,j,d", "color_diff/augself:c,j,d",
-        "injection/cat", "injection/add", "depth/2", "depth/6"]
+        "injection/cat", "injection/add", "depth/2", "depth/6", "width/16", "width/64"]
     assert list(_csv(report, f"table10_{MAIN}")) == ["mocov1/vanilla", "mocov1/cassle"]
     assert list(_csv(report, f"table9_{MAIN}")) == ["mocov2/vanilla", "mocov2/cassle", "external/spark"]
 
@@ -389,6 +389,8 @@ def _paper_grid(results: Path) -> None:
                 table, row = "table4", f"injection/{config['conditioning.injection']}"
             elif "depth_ablation" in groups:
                 table, row = "table4", f"depth/{config['conditioning.encoder_depth']}"
+            elif "width_ablation" in groups:
+                table, row = "table4", f"width/{config['conditioning.encoder_width']}"
             elif "augself_ablation" in groups:
                 table, row = "table4", f"color_diff/augself:{letters(config['augself.weights'])}"
         value = tables[table].values.get((row, evaluation.dataset))
@@ -408,7 +410,7 @@ def test_the_papers_grid_lands_in_the_papers_rows(tmp_path: Path) -> None:
     built = {table.stem: table for ctx in split_setups(collect(tmp_path)) for table in build_tables(ctx)}
     assert set(built) == {f"table2_{MAIN}", f"table4_{MAIN}", f"table9_{MAIN}", f"table10_{MAIN}",
                           "table2_imagenet1k_vit_small"}
-    default_cassle = {"omega/c,j,b,f,g,d", "color_diff/cassle:c,j,b,f,g,d", "injection/cat", "depth/6"}
+    default_cassle = {"omega/c,j,b,f,g,d", "color_diff/cassle:c,j,b,f,g,d", "injection/cat", "depth/6", "width/64"}
     compared = 0
     for stem, table in built.items():
         rows = {row["row"]: row for row in csv_rows(table, paper=True)[1]}

@@ -322,10 +322,19 @@ def _depth_block(ctx: SetupResults) -> list[Row]:
             for depth, runs in sorted(groups.items())]
 
 
+def _width_block(ctx: SetupResults) -> list[Row]:
+    block = "Hidden size of the augmentation encoder"
+    depth = ctx.encoder[0]
+    groups = _varying(ctx, "encoder", lambda run: encoder_size(run)[1], lambda run: encoder_size(run)[0] == depth)
+    return [_run_row(ctx, "linear", block, f"width/{width}", str(width), runs)
+            for width, runs in sorted(groups.items())]
+
+
 def ablation_rows(ctx: SetupResults) -> list[Row]:
-    """Table 4's four blocks (MoCo-v2 CASSLE ablations); a block is kept when it compares at least two rows."""
+    """Table 4's five blocks (MoCo-v2 CASSLE ablations); a block is kept when it compares at least two rows."""
     by_keys = _varying(ctx, "omega_keys", omega_keys)
-    blocks = [_omega_block(ctx, by_keys), _color_diff_block(ctx, by_keys), _injection_block(ctx), _depth_block(ctx)]
+    blocks = [_omega_block(ctx, by_keys), _color_diff_block(ctx, by_keys), _injection_block(ctx), _depth_block(ctx),
+              _width_block(ctx)]
     return [row for rows in blocks if len(rows) >= 2 for row in rows]
 
 
