@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from cassle.cli import build_parser, main
+from cassle.cli import CassleError, build_parser, main
 from cassle.io import read_csv_rows, read_json
 from cassle.launch import resources_from_args
-from cassle.launch.jobs import read_record, submitit_folder
+from cassle.launch.jobs import SlurmHandle, new_record, read_record, submitit_folder, write_record
 from cassle.launch.resources import Resources, executor_parameters, make_executor, parse_slurm_extra
 from cassle.launch.task import CassleTask
 
@@ -70,6 +70,16 @@ def job_log(out: Path, job_id: str, task: int = 0) -> str:
     return (out / "work" / "submitit" / job_id / f"{job_id}_{task}_log.out").read_text()
 
 
+def stub_commands(folder: Path, monkeypatch: pytest.MonkeyPatch, **scripts: str) -> None:
+    """Put shell scripts named after the keywords (e.g. srun, sacct) first on PATH."""
+    folder.mkdir()
+    for name, body in scripts.items():
+        stub = folder / name
+        stub.write_text(f"#!/bin/sh\n{body}\n")
+        stub.chmod(stub.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+
+
 def launch_subprocess(out: Path, logs: Path) -> subprocess.Popen[bytes]:
     with open(logs / "launch.out", "wb") as stdout, open(logs / "launch.err", "wb") as stderr:
         return subprocess.Popen([sys.executable, "-m", "cassle", *launch_argv(out)], stdout=stdout, stderr=stderr)
@@ -108,10 +118,24 @@ def test_bad_launch_command_lines(argv: list[str], message: str, capsys: pytest.
 
 def test_bad_command_fails_before_any_job_is_submitted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
-    with pytest.raises(SystemExit) as exit_info:  # argparse's own exit, with the usage of `cassle pretrain`
-        main(["launch", "--launcher", "submitit-local", "--job-dir", str(out / "work"), "--", "pretrain", "c.yaml"])
-    assert exit_info.value.code == 2 and "the following arguments are required: --out" in capsys.readouterr().err
+    assert main(["launch", "--launcher", "submitit-local", "--job-dir", str(out / "work"), "--", "pretrain",
+                 "c.yaml"]) == 1
+    err = capsys.readouterr().err
+    assert "not submitted: `cassle pretrain c.yaml`: the following arguments are required: --out" in err
     assert not (out / "work").exists()
+
+
+def test_waiting_launcher_process_stays_light(tmp_path: Path) -> None:
+    """The process that waits on the login node for a job's whole life checks an eval's options without importing
+    torch (the check runs in a child process)."""
+    from cassle.launch import _preflight
+
+    argv = ["eval", "linear", "SRC", "--dataset", "synthetic", "--out", "OUT"]
+    code = f"import sys; from cassle.launch import _preflight; _preflight({argv!r}); print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False", done.stderr
+    with pytest.raises(CassleError, match="unrecognized arguments: --max-imagez 3"):
+        _preflight([*argv, "--max-imagez", "3"])
 
 
 def test_garbled_job_record_is_ignored_with_a_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -132,7 +156,7 @@ def test_slurm_launcher_without_slurm_says_so(tmp_path: Path, capsys: pytest.Cap
     out = tmp_path / "run"
     assert main(launch_argv(out, launcher="slurm")) == 1
     assert "srun is not on PATH" in capsys.readouterr().err
-    assert not (out / "work" / "job.json").exists()
+    assert not (out / "work").exists()
 
 
 def test_submitit_local_job_runs_to_completion(completed_run: Path) -> None:
@@ -249,11 +273,7 @@ def test_requeues_are_capped() -> None:
 def test_slurm_options_become_sbatch_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Rendered by submitit's own SlurmExecutor; a stub `srun` on PATH only passes its "is Slurm here" probe
     (nothing is submitted, the stub never runs)."""
-    stub = tmp_path / "bin" / "srun"
-    stub.parent.mkdir()
-    stub.write_text("#!/bin/sh\nexit 1\n")
-    stub.chmod(stub.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setenv("PATH", f"{stub.parent}{os.pathsep}{os.environ['PATH']}")
+    stub_commands(tmp_path / "bin", monkeypatch, srun="exit 1")
     job_dir = tmp_path / "mocov2-cassle-0123abcd" / "work"
     argv = ["pretrain", "cfg.yaml", "--out", "x"]
     args = build_parser(eval_tasks=()).parse_args([
@@ -271,6 +291,32 @@ def test_slurm_options_become_sbatch_lines(tmp_path: Path, monkeypatch: pytest.M
         "#SBATCH --job-name=cassle-pretrain-mocov2-cassle-0123abcd", f"#SBATCH --output={folder}/%j_0_log.out",
     } <= lines
     assert executor._executor.max_num_timeout == 7
+
+
+def test_slurm_jobs_are_polled_afresh_and_a_failed_scancel_is_reported(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stub sacct (answering the state in a file) and scancel (failing). submitit's watcher would answer CONFIGURING
+    from its cache forever, a state it deems final; a cancel that leaves the job active must not pass silently."""
+    state = tmp_path / "state"
+    stub_commands(tmp_path / "bin", monkeypatch, scancel="exit 1",
+                  sacct=f'printf "JobID|State|NodeList\\n42|%s|node1\\n" "$(cat {state})"')
+    handle = SlurmHandle("42", tmp_path / "work", tasks=1)
+    seen = []
+    for now in ("CONFIGURING", "RUNNING"):
+        state.write_text(now)
+        seen.append(handle.state())
+    assert seen == ["CONFIGURING", "RUNNING"]
+    with pytest.raises(CassleError, match="code 1 and the job is RUNNING; cancel it with `scancel 42`"):
+        handle.cancel()
+    state.write_text("COMPLETED")
+    handle.cancel()  # scancel fails on a job that has just ended: nothing is left running
+
+
+def test_a_job_of_another_launcher_removes_a_stale_slurm_job_id(tmp_path: Path) -> None:
+    write_record(tmp_path, new_record("42", "slurm", ["demo"], 1))
+    assert (tmp_path / "slurm_job_id").read_text() == "42\n"
+    write_record(tmp_path, new_record("4242", "submitit-local", ["demo"], 1))
+    assert read_record(tmp_path).job_id == "4242" and not (tmp_path / "slurm_job_id").exists()
 
 
 def test_cpu_jobs_get_one_task_and_no_gpu_request() -> None:

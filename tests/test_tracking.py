@@ -293,6 +293,19 @@ def test_reports_folder_is_one_run_relogged_when_a_file_changes(tmp_path, store,
     assert new_id != run_id and set(only_runs(store, experiment)) == {"reports:reports"}
 
 
+def test_an_unusable_store_warns_with_the_command_that_logs_the_folder_later(tmp_path, experiment):
+    results = copy_results(tmp_path, (PRETRAIN,))
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "README.md").write_text("# reports\n")
+    (tmp_path / "blocker").write_text("a file where the store's folder should be")
+    uri = f"sqlite:///{tmp_path}/blocker/mlflow.db"
+    with pytest.warns(TrackingWarning, match=rf"could not log {PRETRAIN} .*run `cassle mlflow sync`"):
+        assert log_result(results / PRETRAIN, results, uri, experiment) is None
+    # sync never logs a reports folder: the remedy is log-reports again
+    with pytest.warns(TrackingWarning, match=r"log reports:reports .*run `cassle mlflow log-reports \S*reports`"):
+        assert log_reports(tmp_path / "reports", uri, experiment) is None
+
+
 def test_malformed_folders_raise_before_touching_the_store(tmp_path, experiment):
     results = copy_results(tmp_path, (PRETRAIN,))
     uri = f"sqlite:///{tmp_path}/never.db"

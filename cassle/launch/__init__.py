@@ -11,7 +11,6 @@ Importing this module stays cheap (the CLI imports it to build its parser): subm
 from __future__ import annotations
 
 import argparse
-import fcntl
 import os
 import shlex
 import signal
@@ -86,6 +85,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cassle.launch.resources import check_launcher
+
     argv = _command(args.argv)
     if args.launcher == "local":
         return _run_in_process(argv, args)
@@ -93,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--launcher {args.launcher} needs --job-dir DIR, the folder that keeps the job's id "
                          "(job.json) and logs (e.g. the run's work folder)")
     resources = resources_from_args(args, argv)
+    check_launcher(args.launcher, resources)  # before the config is validated (seconds) or DIR is touched
     _preflight(argv)
     poll_s = args.poll_s or DEFAULT_POLL_S[args.launcher]
     with _recording_signals() as received:
@@ -137,14 +139,33 @@ def _run_in_process(argv: list[str], args: argparse.Namespace) -> int:
 
 
 def _preflight(argv: list[str]) -> None:
-    """Fail here, before any job waits in a queue, on a bad command line or (pretrain) a bad config."""
+    """Fail here, before any job waits in a queue, on a bad command line or (pretrain) a bad config. It runs in a
+    child process: parsing an eval's options and validating a config import torch (~700 MB), which this process,
+    waiting on the login node for as long as the job runs (one per job), must not keep."""
+    import subprocess
+
+    code = "import sys; from cassle.launch import check_command; check_command(sys.argv[1:])"
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        from cassle.cli import CassleError
+
+        last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
+        raise CassleError(f"not submitted: `cassle {shlex.join(argv)}`: {last.split('error: ', 1)[-1]}")
+
+
+def check_command(argv: list[str]) -> None:
+    """Parse `cassle ARGV` with the real parser and, for pretrain, load and validate its config; exits non-zero
+    with the parser's or the config loader's one-line message when something is wrong."""
     from cassle.cli import build_parser
 
     parsed = build_parser(eval_tasks=argv[1:2] if argv[0] == "eval" else ()).parse_args(argv)
     if argv[0] == "pretrain":
-        from cassle.config import load_config
+        from cassle.config import ConfigError, load_config
 
-        load_config(parsed.config, parsed.set)
+        try:
+            load_config(parsed.config, parsed.set)
+        except (ConfigError, FileNotFoundError, ValueError) as error:
+            raise SystemExit(f"cassle: error: {error}") from None
 
 
 @contextmanager
@@ -166,9 +187,9 @@ def _recording_signals() -> Iterator[Callable[[], int | None]]:
 @contextmanager
 def _locked(job_dir: Path) -> Iterator[None]:
     """One `cassle launch` at a time decides whether to submit for a job folder."""
-    job_dir.mkdir(parents=True, exist_ok=True)
-    with open(job_dir / ".launch.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    from cassle.io import exclusive_lock
+
+    with exclusive_lock(job_dir / ".launch.lock"):
         yield
 
 

@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, ClassVar
 
+from cassle.cli import CassleError
 from cassle.io import atomic_write_text, read_json, write_json
 
 RECORD = "job.json"
@@ -65,9 +66,13 @@ def read_record(job_dir: Path) -> JobRecord | None:
 
 
 def write_record(job_dir: Path, record: JobRecord) -> None:
+    """Write job.json, and JOB_DIR/slurm_job_id for a Slurm job; a job of another launcher removes an older job's
+    slurm_job_id, which would otherwise be taken for this job's id (the MLflow mirror tags runs with it)."""
     write_json(job_dir / RECORD, dataclasses.asdict(record))
     if record.launcher == "slurm":
         atomic_write_text(job_dir / SLURM_JOB_ID, f"{record.job_id}\n")
+    else:
+        (job_dir / SLURM_JOB_ID).unlink(missing_ok=True)
 
 
 def new_record(job_id: str, launcher: str, argv: Sequence[str], tasks: int) -> JobRecord:
@@ -163,6 +168,9 @@ class LocalHandle(JobHandle):
         deadline = time.monotonic() + self.STOP_TIMEOUT_S
         while self._alive() and time.monotonic() < deadline:
             time.sleep(0.1)
+        if self._alive():
+            raise CassleError(f"job {self.job_id} (submitit-local) still runs {self.STOP_TIMEOUT_S:g} s after SIGINT; "
+                              f"stop it with `kill -INT {self.job_id}`")
 
 
 def controller_alive(pid: int, folder: Path) -> bool:
@@ -187,6 +195,9 @@ class SlurmHandle(JobHandle):
         self.job = submitit.SlurmJob(submitit_folder(job_dir), job_id)
 
     def state(self) -> str:
+        # submitit's watcher stops asking sacct about a job once it has seen a state it deems final (CONFIGURING,
+        # SUSPENDED, NODE_FAIL, ...) and answers from its cache ever after: clear it so that every poll asks sacct.
+        self.job.watcher.clear()
         state = self.job.watcher.get_state(self.job_id, mode="force")
         return (state.split() or ["UNKNOWN"])[0].upper()  # e.g. "CANCELLED by 1234"
 
@@ -199,7 +210,12 @@ class SlurmHandle(JobHandle):
         return self.state() in SLURM_ACTIVE
 
     def cancel(self) -> None:
-        self.job.cancel(check=False)
+        """scancel the job; raises when scancel fails and sacct still sees the job active (a job that has just
+        ended makes scancel fail too)."""
+        code = subprocess.call(["scancel", self.job_id])
+        if code != 0 and (state := self.state()) in SLURM_ACTIVE:
+            raise CassleError(f"could not cancel Slurm job {self.job_id}: scancel exited with code {code} and the job "
+                              f"is {state}; cancel it with `scancel {self.job_id}`")
 
 
 HANDLES: dict[str, type[JobHandle]] = {handle.launcher: handle for handle in (LocalHandle, SlurmHandle)}

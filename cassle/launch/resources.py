@@ -64,10 +64,8 @@ def executor_parameters(resources: Resources) -> dict[str, Any]:
     }
 
 
-def make_executor(launcher: str, folder: Path, resources: Resources, max_requeues: int) -> Any:
-    """A submitit executor for `launcher` (submitit-local or slurm) writing its files into `folder`."""
-    import submitit
-
+def check_launcher(launcher: str, resources: Resources) -> None:
+    """Raise ValueError when `launcher` (submitit-local or slurm) cannot run a job with `resources` here."""
     cluster = LAUNCHER_CLUSTERS[launcher]
     if cluster == "slurm" and shutil.which("srun") is None:
         raise ValueError("--launcher slurm needs Slurm (srun is not on PATH on this machine); run on a Slurm "
@@ -75,6 +73,14 @@ def make_executor(launcher: str, folder: Path, resources: Resources, max_requeue
     if cluster == "local" and resources.nodes > 1:
         raise ValueError(f"--nodes {resources.nodes}: --launcher submitit-local runs on this machine only; "
                          "use --nodes 1 or --launcher slurm")
+
+
+def make_executor(launcher: str, folder: Path, resources: Resources, max_requeues: int) -> Any:
+    """A submitit executor for `launcher` (submitit-local or slurm) writing its files into `folder`."""
+    import submitit
+
+    check_launcher(launcher, resources)
+    cluster = LAUNCHER_CLUSTERS[launcher]
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster, slurm_max_num_timeout=max_requeues,
                                      local_max_num_timeout=max_requeues)
     executor.update_parameters(**executor_parameters(resources))

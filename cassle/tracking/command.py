@@ -35,10 +35,11 @@ def _printing_warnings(action: Callable[[argparse.Namespace], int]) -> Callable[
     def run(args: argparse.Namespace) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            code = action(args)
-        for warning in caught:
-            print(f"cassle: warning: {warning.message}", file=sys.stderr)
-        return code
+            try:
+                return action(args)
+            finally:  # also when the action raises: the warnings may tell why
+                for warning in caught:
+                    print(f"cassle: warning: {warning.message}", file=sys.stderr)
     return run
 
 

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
 
 class TrackingWarning(UserWarning):
-    """A result was not mirrored into MLflow (its files are intact; `cassle mlflow sync` backfills it)."""
+    """A result was not mirrored into MLflow (its files are intact; `cassle mlflow sync` backfills a result folder,
+    `cassle mlflow log-reports` run again logs a reports folder)."""
 
 
 class MissingParentWarning(UserWarning):
@@ -135,13 +136,15 @@ def log_locked(content: RunContent, results: Path | None, uri: str, experiment: 
 
 
 def log_content(content: RunContent, results: Path | None, uri: str, experiment: str) -> str | None:
-    """:func:`log_locked` that never raises: on any store failure it warns (naming the URI and `cassle mlflow sync`)
-    and returns None."""
+    """:func:`log_locked` that never raises: on any store failure it warns (naming the URI and the command that logs
+    the folder later) and returns None."""
     try:
         return log_locked(content, results, uri, experiment)[0]
     except Exception as error:  # unreachable server, locked or corrupt database, refused request: never fatal
+        # sync backfills result folders only: a reports folder is logged by running log-reports again
+        later = f"log-reports {content.folder}" if content.kind == "reports" else "sync"
         warnings.warn(f"MLflow store {uri} could not log {content.result} ({first_line(error)}); the files are "
-                      "intact: run `cassle mlflow sync` (same --tracking-uri / --experiment) to backfill it",
+                      f"intact: run `cassle mlflow {later}` (same --tracking-uri / --experiment) to backfill it",
                       TrackingWarning, stacklevel=3)
         return None
 

@@ -5,7 +5,6 @@ MLflow is imported inside the functions (the CLI imports this package whenever i
 
 from __future__ import annotations
 
-import fcntl
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cassle.cli import CassleError
+from cassle.io import exclusive_lock
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -56,17 +56,12 @@ def is_http(uri: str) -> bool:
 
 @contextmanager
 def _exclusive(db: Path | None) -> Iterator[None]:
-    """Hold ``<db>.lock`` exclusively (fcntl.flock), so that one process at a time writes the sqlite file."""
+    """Hold ``<db>.lock`` exclusively, so that one process at a time writes the sqlite file (no lock for servers)."""
     if db is None:
         yield
         return
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{db}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with exclusive_lock(f"{db}.lock"):
+        yield
 
 
 @contextmanager

@@ -47,11 +47,12 @@ def result_folders(results: Path) -> list[Path]:
 def sync(results: Path, uri: str, experiment: str) -> SyncReport:
     """Log every result folder of ``results`` that has no complete run in the store (idempotent: a second sync logs
     nothing). Never raises for an unreachable store or a malformed folder: the report lists them as failed."""
+    results = Path(results)
     report = SyncReport(uri, experiment)
     contents: list[RunContent] = []
-    for folder in result_folders(Path(results)):
+    for folder in result_folders(results):
         try:
-            contents.append(read_result(folder, Path(results)))
+            contents.append(read_result(folder, results))
         except (OSError, ValueError) as error:
             report.failed[folder.relative_to(results).as_posix()] = first_line(error)
     try:
@@ -69,7 +70,7 @@ def sync(results: Path, uri: str, experiment: str) -> SyncReport:
             report.present.append(content.result)
             continue
         try:
-            _, logged = log_locked(content, Path(results), uri, experiment)
+            _, logged = log_locked(content, results, uri, experiment)
         except Exception as error:  # keep going: one refused run must not stop the backfill
             report.failed[content.result] = first_line(error)
             continue
