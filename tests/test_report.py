@@ -240,6 +240,20 @@ def test_latex_bolds_the_best_of_each_block(report: Path) -> None:
     assert bolded == 4           # SimCLR: 300W only (one value elsewhere); MoCo-v2: C10, Flowers, 300W
 
 
+def test_table9_compares_every_row(report: Path) -> None:
+    """Table 9 is one block, as the paper's: the external checkpoint competes with MoCo-v2 for the bold (SparK's
+    300W is the best), and the dagger of the paper's MoCo-v2 300W value is noted."""
+    text = (report / "tables" / f"table9_{MAIN}.md").read_text(encoding="utf-8")
+    rows = {line.split(" | ")[0].removeprefix("| "): line.strip("|").split("|")[1:] for line in text.splitlines()
+            if line.startswith(("| MoCo-v2", "| spark"))}
+    assert list(rows) == ["MoCo-v2", "MoCo-v2 + CASSLE", "spark"]
+    assert rows["spark"][-1].strip().startswith("**96.13**")
+    assert not rows["MoCo-v2 + CASSLE"][-1].strip().startswith("**")
+    assert rows["MoCo-v2 + CASSLE"][0].strip().startswith("**86.32**")
+    assert "Paper value of mocov2/vanilla on 300w: dagger" in text
+    assert {row["block"] for row in _csv(report, f"table9_{MAIN}").values()} == {""}
+
+
 def test_average_rank_column_of_the_ablations(report: Path) -> None:
     """Table 4's Avg. rank equals average_rank of the block's means (checked on the injection block by hand:
     cifar10 86.32 < 86.45, flowers 86.51 < 86.91, 300w 88.93 > 88.87 -> cat 5/3, add 4/3)."""
@@ -293,12 +307,15 @@ def test_captions_name_config_and_commit(report: Path) -> None:
 
 
 def test_figures_are_drawn(report: Path) -> None:
+    """Every figure is drawn, no wider than a paper's text width (plus the tight bounding box's padding)."""
     import matplotlib.image
+
+    from cassle.report.figures import DPI, PAGE_WIDTH
 
     for name in ("fig3", "fig5", "fig6", "fig7", "fig8", "fig9", "fig10"):
         png = report / "figures" / f"{name}_{MAIN}.png"
         height, width = matplotlib.image.imread(png).shape[:2]
-        assert 300 < width < 1600 and height > 200, (name, width, height)
+        assert 300 < width <= (PAGE_WIDTH + 0.3) * DPI and height > 200, (name, width, height)
         assert (report / "figures" / f"{name}_{MAIN}.pdf").read_bytes().startswith(b"%PDF")
         assert (report / "figures" / f"{name}_{MAIN}.rst").is_file()
     assert sorted(p.name for p in (report / "figures").glob(f"*_{DEMO}.png")) == [f"fig7_{DEMO}.png"]
@@ -352,6 +369,33 @@ def test_short_runs_are_flagged_demo_scale(tmp_path: Path) -> None:
     _write_run(tmp_path, "mocov2-vanilla-00000001", config, epochs=100)
     (ctx,) = split_setups(collect(tmp_path))
     assert "fewer epochs" in ctx.scale_note()
+
+
+def test_no_table_without_columns(tmp_path: Path) -> None:
+    """Outside the paper's setup a table has only the columns of its results: none, no table (not an empty one)."""
+    config = {"framework": "mocov2", "variant": "cassle", "dataset": "synthetic", "backbone": "resnet_narrow",
+              "epochs": 1}
+    _write_run(tmp_path, "mocov2-cassle-00000000", config, epochs=1)
+    (ctx,) = split_setups(collect(tmp_path))
+    assert build_tables(ctx) == []
+
+
+def test_paper_notes_must_name_a_cell(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cassle.report import paper
+
+    data = json.loads(json.dumps(paper._data()))
+    data["tables"]["table8"]["notes"] = {"mocov2/cassle/imagenet100/fog": "a note"}
+    monkeypatch.setattr(paper, "_data", lambda: data)
+    paper.paper_tables.cache_clear()
+    try:
+        assert paper.paper_tables()["table8"].notes == {("mocov2/cassle", "imagenet100/fog"): "a note"}
+        data["tables"]["table8"]["notes"] = {"mocov2/cassle/fog": "a note"}
+        paper.paper_tables.cache_clear()
+        with pytest.raises(ValueError, match="not a <row>/<column>"):
+            paper.paper_tables()
+    finally:
+        monkeypatch.undo()
+        paper.paper_tables.cache_clear()
 
 
 def test_bad_inputs_are_explained(tmp_path: Path) -> None:

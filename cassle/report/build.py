@@ -26,6 +26,11 @@ def check_formats(formats: Sequence[str]) -> tuple[str, ...]:
     return chosen
 
 
+def write_caption(artefact: Table | Figure, folder: Path) -> None:
+    """The artefact's caption as <stem>.rst next to it (for Snakemake's report)."""
+    atomic_write_text(folder / f"{artefact.stem}.rst", caption(artefact) + "\n")
+
+
 def write_table(table: Table, folder: Path, formats: Sequence[str], paper: bool) -> list[Path]:
     """The table in every format, plus its caption (.rst); returns the table files."""
     written = []
@@ -37,7 +42,7 @@ def write_table(table: Table, folder: Path, formats: Sequence[str], paper: bool)
         else:
             atomic_write_text(path, (to_markdown if fmt == "md" else to_latex)(table, paper))
         written.append(path)
-    atomic_write_text(folder / f"{table.stem}.rst", caption(table) + "\n")
+    write_caption(table, folder)
     return written
 
 
@@ -58,7 +63,7 @@ def build_report(results: Path | str, out: Path | str, *, paper: bool = False, f
             files[table.stem] = write_table(table, out / "tables", formats, paper)
             tables.append(table)
         for figure in build_figures(ctx, out / "figures") if figures else []:
-            atomic_write_text(out / "figures" / f"{figure.stem}.rst", caption(figure) + "\n")
+            write_caption(figure, out / "figures")
             files[figure.stem] = figure.files
             drawn.append(figure)
     index = out / "README.md"

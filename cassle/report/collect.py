@@ -132,25 +132,26 @@ def _pretrain_runs(root: Path, failures: list[Failure]) -> list[PretrainRun]:
     return runs
 
 
-def _source_run(source: dict[str, Any], folder_run: str, runs: dict[str, PretrainRun]) -> PretrainRun | None:
+def _source_run(source: dict[str, Any], folder_run: str, by_name: dict[str, PretrainRun],
+                by_path: dict[Path, PretrainRun]) -> PretrainRun | None:
     """The run an eval used: its source.path when that folder was collected, else the folder of that name (the
     results may have moved since), else the eval folder's <run> part."""
     path = Path(str(source.get("path", "")))
-    by_path = {run.path.resolve(): run for run in runs.values()}
     if path.is_absolute() and path.resolve() in by_path:
         return by_path[path.resolve()]
-    return runs.get(path.name) or runs.get(folder_run)
+    return by_name.get(path.name) or by_name.get(folder_run)
 
 
 def _eval_results(root: Path, runs: list[PretrainRun], failures: list[Failure]) -> list[EvalResult]:
     by_name = {run.name: run for run in runs}
+    by_path = {run.path.resolve(): run for run in runs}
     results = []
     for folder in sorted(p for p in (root / "eval").glob("*/*/*") if p.is_dir()):
         record = _read(folder / "metrics.json", failures, ("task", "metrics", "source"), folder.parent.parent.name)
         if record is None:
             continue
         source = record["source"]
-        run = _source_run(source, folder.parent.name, by_name) if source.get("kind") == "run" else None
+        run = _source_run(source, folder.parent.name, by_name, by_path) if source.get("kind") == "run" else None
         if source.get("kind") == "run" and run is None:
             failures.append(Failure(folder, f"evaluates run {source.get('path')!r}, which has no finished "
                                             f"pretraining folder under {root / 'pretrain'}", record["task"],

@@ -7,7 +7,9 @@ pretraining history.csv for Fig 7. Several seeds of one method are averaged.
 
 from __future__ import annotations
 
+import math
 import re
+import textwrap
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,10 +17,11 @@ from typing import Any
 
 from cassle.report.collect import EvalResult, PretrainRun
 from cassle.report.select import ABLATION_FRAMEWORK, NO_PROJECTOR_FRAMEWORK, VARIANTS, SetupResults, encoder_size
-from cassle.report.tables import FRAMEWORK_LABELS, VARIANT_LABELS
+from cassle.report.tables import FRAMEWORK_LABELS, VARIANT_LABELS, method_label
 
 PAGE_WIDTH = 7.0            # inches: a two-column paper's text width
 FONT_SIZE = 8
+TITLE_CHARS = 100           # a suptitle wider than this is wrapped, so that it does not widen the figure
 DPI = 150                   # PNG resolution: a full-width figure is ~1000 px wide
 AUGMENTATION_ORDER = ("crop", "color", "flip", "grayscale", "blur")
 FEATURE_STAGE = "pooled"    # the feature extractor's output (Fig 8)
@@ -109,8 +112,7 @@ def _series_of(ctx: SetupResults, framework: str, variants: Iterable[str], task:
         runs = ctx.runs_where(framework, variant)
         results = ctx.evals_of(runs, task)
         if results:
-            label = FRAMEWORK_LABELS.get(framework, framework)
-            out.append((label if variant == "vanilla" else f"{label} + {VARIANT_LABELS[variant]}", runs, results))
+            out.append((method_label(framework, variant), runs, results))
     return out
 
 
@@ -136,7 +138,7 @@ def _stage_lines(series: Mapping[str, Sensitivity], title: str) -> Any:
         ax.set_ylabel("InfoNCE")
     legend = {label: handle for ax in axes.flat for handle, label in zip(*ax.get_legend_handles_labels())}
     fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=len(legend))
-    fig.suptitle(title, fontsize=FONT_SIZE + 1)
+    fig.suptitle(textwrap.fill(title, TITLE_CHARS), fontsize=FONT_SIZE + 1)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
 
@@ -175,11 +177,8 @@ def _encoder_label(size: tuple[int, int], same_depth: bool) -> str:
 
 def fig8(ctx: SetupResults, out: Path) -> Figure | None:
     """Feature-extractor InfoNCE per augmentation for CASSLE runs differing only in encoder size (and vanilla)."""
-    groups: dict[tuple[int, int], list[PretrainRun]] = {}
-    for run in ctx.runs:
-        if run.framework == ABLATION_FRAMEWORK and run.variant == "cassle" and set(ctx.deviations(run)) <= {"encoder"}:
-            groups.setdefault(encoder_size(run), []).append(run)
-    groups = {size: runs for size, runs in groups.items() if ctx.evals_of(runs, "sensitivity")}
+    groups = {size: runs for size, runs in ctx.ablation("encoder", encoder_size).items()
+              if ctx.evals_of(runs, "sensitivity")}
     if len(groups) < 2:
         return None
     same_depth = len({depth for depth, _ in groups}) == 1
@@ -198,7 +197,7 @@ def fig8(ctx: SetupResults, out: Path) -> Figure | None:
         heights = [values.get(aug, {}).get(FEATURE_STAGE, float("nan")) for aug in augmentations]
         ax.bar([a + (i - (len(data) - 1) / 2) * width for a in range(len(augmentations))], heights, width,
                label=label)
-    ax.set_xticks(range(len(augmentations)), augmentations)
+    ax.set_xticks(range(len(augmentations)), augmentations, rotation=30, ha="right")
     ax.set_ylabel(f"InfoNCE ({FEATURE_STAGE})")
     ax.legend(title="encoder size", bbox_to_anchor=(1.01, 1), loc="upper left")
     ax.set_title(f"{FRAMEWORK_LABELS[ABLATION_FRAMEWORK]} + CASSLE ({ctx.setup})")
@@ -276,20 +275,22 @@ def fig3(ctx: SetupResults, out: Path) -> Figure | None:
         return sum(values) / len(values) if values else float("nan")
 
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(PAGE_WIDTH / 2, 1.2 * len(series) + 1), 2.4))
+    # ~0.8 in per framework, plus the legend on the right; at most a page wide
+    fig, ax = plt.subplots(figsize=(min(PAGE_WIDTH, max(PAGE_WIDTH / 2, 0.8 * len(series) + 2.2)), 2.4))
     for i, (label, _, results) in enumerate(series):
         true, random = mean_of(results, "mean_true"), mean_of(results, "mean_random")
         ax.plot([i, i], [random, true], color="0.6", zorder=1)
         ax.scatter([i], [true], color="tab:green", zorder=2, label="true omega" if i == 0 else None)
         ax.scatter([i], [random], color="tab:red", zorder=2, label="random omega" if i == 0 else None)
         share = mean_of(results, "fraction_true_beats_random")
-        ax.annotate(f" true > random: {100 * share:.0f}%", (i, (true + random) / 2), fontsize=FONT_SIZE - 1,
-                    va="center")
-    ax.set_xticks(range(len(series)), [label for label, _, _ in series])
-    ax.set_xlim(-0.5, len(series) - 0.5 + 0.6)
+        if not math.isnan(share):                   # no result holds the share: no label, rather than "nan%"
+            ax.annotate(f" {100 * share:.0f}%", (i, (true + random) / 2), fontsize=FONT_SIZE - 1, va="center")
+    ax.set_xticks(range(len(series)), [label.replace(" + ", "\n+ ") for label, _, _ in series])
+    ax.set_xlim(-0.5, len(series) - 0.5 + 0.3)
     ax.set_ylabel("mean cosine similarity")
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(loc="best")
+    ax.plot([], [], " ", label="%: pairs where\ntrue > random")
+    ax.legend(bbox_to_anchor=(1.01, 1), loc="upper left")
     ax.set_title(f"Projector conditioning ({ctx.setup})")
     fig.tight_layout()
     return _save(fig, figure, out)

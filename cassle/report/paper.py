@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -41,6 +42,16 @@ def _row(name: str, row: str, spec: Any, setups: dict[str, tuple[str, str]], def
     return setups[setup], values
 
 
+def _notes(name: str, notes: dict[str, str], rows: Iterable[str], columns: Iterable[str]
+           ) -> dict[tuple[str, str], str]:
+    """Notes keyed "<row id>/<column id>" (both may hold a "/") as (row, column) -> text."""
+    cells = {f"{row}/{column}": (row, column) for row in rows for column in columns}
+    unknown = [key for key in notes if key not in cells]
+    if unknown:
+        raise ValueError(f"{PAPER_VALUES}: {name} has notes on {unknown}, which are not a <row>/<column> of it")
+    return {cells[key]: text for key, text in notes.items()}
+
+
 @lru_cache(maxsize=1)
 def _data() -> dict[str, Any]:
     return yaml.safe_load(PAPER_VALUES.read_text(encoding="utf-8"))
@@ -61,7 +72,7 @@ def paper_tables() -> dict[str, PaperTable]:
             if len(printed) != len(columns):
                 raise ValueError(f"{PAPER_VALUES}: {name}/{row} has {len(printed)} values for {len(columns)} columns")
             values.update({(row, column): float(v) for column, v in zip(columns, printed) if v is not None})
-        notes = {tuple(key.rsplit("/", 1)): text for key, text in spec.get("notes", {}).items()}
+        notes = _notes(name, spec.get("notes", {}), row_setups, columns)
         tables[name] = PaperTable(name, spec["source"], columns, values, row_setups, notes)
     return tables
 

@@ -6,13 +6,27 @@ the paper's printed value and our difference to it, "ours (paper, ±diff)"; the 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from cassle.report.tables import Column, Row, Table
+from cassle.report.tables import Column, Row, Table, latex_escape
 
 MISSING_MD = "—"
 MISSING_TEX = "--"
 DECIMALS = 2
+
+
+@dataclass(frozen=True)
+class _Style:
+    """How a format writes a missing cell, a best value and the paper's part of a cell."""
+
+    missing: str
+    bold: Callable[[str], str]
+    small: Callable[[str], str]
+
+
+MARKDOWN = _Style(MISSING_MD, lambda text: f"**{text}**", lambda text: text)
+LATEX = _Style(MISSING_TEX, lambda text: rf"\textbf{{{text}}}", lambda text: rf"{{\scriptsize {text}}}")
 
 
 def _fmt(value: float) -> str:
@@ -38,15 +52,14 @@ def best_rows(table: Table) -> set[tuple[str, str]]:
     return best
 
 
-def _cell_text(table: Table, row: Row, column: Column, paper: bool, bold: Callable[[str], str], missing: str,
-               small: Callable[[str], str], is_best: bool) -> str:
+def _cell_text(table: Table, row: Row, column: Column, paper: bool, style: _Style, is_best: bool) -> str:
     cell = row.cells.get(column.key)
     ours = cell.mean if cell is not None and cell.n else None
-    text = missing if ours is None else bold(_fmt(ours)) if is_best else _fmt(ours)
+    text = style.missing if ours is None else style.bold(_fmt(ours)) if is_best else _fmt(ours)
     printed = table.paper_value(row, column) if paper else None
     if printed is not None:
         extra = _fmt(printed) if ours is None else f"{_fmt(printed)}, {_difference(ours, printed):+.{DECIMALS}f}"
-        text += " " + small(f"({extra})")
+        text += " " + style.small(f"({extra})")
     return text
 
 
@@ -80,8 +93,7 @@ def to_markdown(table: Table, paper: bool = False) -> str:
         if block:
             lines.append(f"| *{block}* |" + " |" * len(table.columns))
         for row in rows:
-            cells = [_cell_text(table, row, c, paper, lambda t: f"**{t}**", MISSING_MD, lambda t: t,
-                                (row.key, c.key) in best) for c in table.columns]
+            cells = [_cell_text(table, row, c, paper, MARKDOWN, (row.key, c.key) in best) for c in table.columns]
             lines.append(f"| {row.label} | " + " | ".join(cells) + " |")
     notes = [f"{MISSING_MD}: no result.", *_notes(table, paper)]
     return "\n".join(lines + ["", *notes]) + "\n"
@@ -89,8 +101,6 @@ def to_markdown(table: Table, paper: bool = False) -> str:
 
 def to_latex(table: Table, paper: bool = False) -> str:
     """A booktabs tabular (needs \\usepackage{booktabs}); best per block in \\textbf."""
-    from cassle.report.tables import latex_escape
-
     best = best_rows(table)
     width = len(table.columns) + 1
     lines = [f"% {table.title} ({table.ctx.setup}): {table.caption}"]
@@ -105,8 +115,7 @@ def to_latex(table: Table, paper: bool = False) -> str:
         if block:
             lines.append(rf"\multicolumn{{{width}}}{{l}}{{\textit{{{latex_escape(block)}}}}} \\")
         for row in rows:
-            cells = [_cell_text(table, row, c, paper, lambda t: rf"\textbf{{{t}}}", MISSING_TEX,
-                                lambda t: rf"{{\scriptsize {t}}}", (row.key, c.key) in best) for c in table.columns]
+            cells = [_cell_text(table, row, c, paper, LATEX, (row.key, c.key) in best) for c in table.columns]
             lines.append(f"{row.latex} & " + " & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"

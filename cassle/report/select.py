@@ -12,7 +12,7 @@ the *default* configuration when the keys that the ablations vary equal their de
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from typing import Any
@@ -126,6 +126,17 @@ class SetupResults:
         elif run.variant == "augself" and augself_keys(run) != frozenset(default("augself.weights", run.framework)):
             out["augself_keys"] = augself_keys(run)
         return out
+
+    def ablation(self, key: str, value: Callable[[PretrainRun], Any],
+                 keep: Callable[[PretrainRun], bool] = lambda run: True) -> dict[Any, list[PretrainRun]]:
+        """The ablation framework's CASSLE runs that differ from the default at most in `key` (a key of
+        `deviations`) and pass `keep`, grouped by `value`."""
+        groups: dict[Any, list[PretrainRun]] = {}
+        for run in self.runs:
+            if run.framework == ABLATION_FRAMEWORK and run.variant == "cassle" and set(self.deviations(run)) <= {key} \
+                    and keep(run):
+                groups.setdefault(value(run), []).append(run)
+        return groups
 
     def runs_where(self, framework: str, variant: str, **deviation: Any) -> list[PretrainRun]:
         """Runs of `framework`/`variant` whose deviations from the default are exactly `deviation`."""

@@ -166,7 +166,7 @@ def _sub_label(sub: str) -> str:
     if sub.endswith("shot") and "way_" in sub:
         ways, shots = sub[: -len("shot")].split("way_")
         return f"{shots}-shot" if ways == "5" else f"{ways}-way {shots}-shot"
-    return sub if sub.isupper() or sub[:2] == "AP" else sub.capitalize()
+    return sub if sub.isupper() else sub.capitalize()
 
 
 _LATEX_SPECIAL = str.maketrans({"\\": r"\textbackslash{}", **{char: "\\" + char for char in "&%$#_{}"}})
@@ -215,13 +215,15 @@ def _columns(found: Sequence[str], pinned: Sequence[str], name_dataset: bool) ->
 
 def _make(ctx: SetupResults, name: str, caption: str, rows: list[Row], extract: Extract, paper_name: str,
           pin_paper_columns: bool = True, name_dataset: bool = False) -> Table | None:
+    """The table, or None when it has no rows or no columns (no result, outside the paper's setup)."""
     if not rows:
         return None
     found = _fill(ctx, rows, extract)
     paper = paper_tables()[paper_name]
     pin = pin_paper_columns and ctx.setup.key in set(paper.setups.values())
     pinned = [column for column in paper.columns if column != AVG_RANK] if pin else []
-    return Table(name, caption, ctx, _columns(found, pinned, name_dataset), rows, paper)
+    columns = _columns(found, pinned, name_dataset)
+    return Table(name, caption, ctx, columns, rows, paper) if columns else None
 
 
 # --- rows ------------------------------------------------------------------------------------------------------------
@@ -237,6 +239,12 @@ def _has_task(ctx: SetupResults, framework: str, task: str) -> bool:
     if any(result.task == task and result.run and result.run.name in names for result in ctx.evals):
         return True
     return any(failure.task == task and failure.run_name in names for failure in ctx.failures)
+
+
+def method_label(framework: str, variant: str) -> str:
+    """A method named outside its framework's block: "MoCo-v2", "MoCo-v2 + CASSLE", ..."""
+    name = FRAMEWORK_LABELS.get(framework, framework)
+    return name if variant == "vanilla" else f"{name} + {VARIANT_LABELS[variant]}"
 
 
 def grid_rows(ctx: SetupResults, task: str, frameworks: Iterable[str]) -> list[Row]:
@@ -263,17 +271,6 @@ def _omega_label(keys: frozenset[str]) -> tuple[str, str]:
 def _order(keys: frozenset[str]) -> tuple[int, ...]:
     order = list(OMEGA_LETTERS)
     return (len(keys), *sorted(order.index(key) for key in keys))
-
-
-def _varying(ctx: SetupResults, deviation: str, value: Callable[[PretrainRun], Any],
-             keep: Callable[[PretrainRun], bool] = lambda run: True) -> dict[Any, list[PretrainRun]]:
-    """The ablation framework's CASSLE runs that differ from the default at most in `deviation`, by `value`."""
-    groups: dict[Any, list[PretrainRun]] = {}
-    for run in ctx.runs:
-        if run.framework == ABLATION_FRAMEWORK and run.variant == "cassle" and set(ctx.deviations(run)) <= {deviation} \
-                and keep(run):
-            groups.setdefault(value(run), []).append(run)
-    return groups
 
 
 def _omega_block(ctx: SetupResults, by_keys: dict[frozenset[str], list[PretrainRun]]) -> list[Row]:
@@ -309,32 +306,26 @@ def _color_diff_block(ctx: SetupResults, by_keys: dict[frozenset[str], list[Pret
 
 def _injection_block(ctx: SetupResults) -> list[Row]:
     block = "Method of conditioning the projector"
-    groups = _varying(ctx, "injection", injection)
+    groups = ctx.ablation("injection", injection)
     return [_run_row(ctx, "linear", block, f"injection/{name}", label, groups[name])
             for name, label in INJECTION_LABELS.items() if name in groups]
 
 
-def _depth_block(ctx: SetupResults) -> list[Row]:
-    block = "Depth of the augmentation encoder (0: raw omega)"
-    width = ctx.encoder[1]
-    groups = _varying(ctx, "encoder", lambda run: encoder_size(run)[0], lambda run: encoder_size(run)[1] == width)
-    return [_run_row(ctx, "linear", block, f"depth/{depth}", str(depth), runs)
-            for depth, runs in sorted(groups.items())]
-
-
-def _width_block(ctx: SetupResults) -> list[Row]:
-    block = "Hidden size of the augmentation encoder"
-    depth = ctx.encoder[0]
-    groups = _varying(ctx, "encoder", lambda run: encoder_size(run)[1], lambda run: encoder_size(run)[0] == depth)
-    return [_run_row(ctx, "linear", block, f"width/{width}", str(width), runs)
-            for width, runs in sorted(groups.items())]
+def _encoder_block(ctx: SetupResults, block: str, prefix: str, axis: int) -> list[Row]:
+    """Runs whose augmentation encoder differs from the default only along `axis` (0: depth, 1: width)."""
+    fixed = ctx.encoder[1 - axis]
+    groups = ctx.ablation("encoder", lambda run: encoder_size(run)[axis],
+                          lambda run: encoder_size(run)[1 - axis] == fixed)
+    return [_run_row(ctx, "linear", block, f"{prefix}/{size}", str(size), runs)
+            for size, runs in sorted(groups.items())]
 
 
 def ablation_rows(ctx: SetupResults) -> list[Row]:
     """Table 4's five blocks (MoCo-v2 CASSLE ablations); a block is kept when it compares at least two rows."""
-    by_keys = _varying(ctx, "omega_keys", omega_keys)
-    blocks = [_omega_block(ctx, by_keys), _color_diff_block(ctx, by_keys), _injection_block(ctx), _depth_block(ctx),
-              _width_block(ctx)]
+    by_keys = ctx.ablation("omega_keys", omega_keys)
+    blocks = [_omega_block(ctx, by_keys), _color_diff_block(ctx, by_keys), _injection_block(ctx),
+              _encoder_block(ctx, "Depth of the augmentation encoder (0: raw omega)", "depth", 0),
+              _encoder_block(ctx, "Hidden size of the augmentation encoder", "width", 1)]
     return [row for rows in blocks if len(rows) >= 2 for row in rows]
 
 
@@ -392,14 +383,15 @@ def table8(ctx: SetupResults) -> Table | None:
 
 
 def table9(ctx: SetupResults) -> Table | None:
-    """MoCo-v2 vanilla and CASSLE against every external checkpoint with linear results."""
+    """MoCo-v2 vanilla and CASSLE against every external checkpoint with linear results, in one block (as the
+    paper: the best of each column is bold across all of them)."""
     externals = ctx.externals_by_name("linear")
     if not externals:
         return None
-    rows = grid_rows(ctx, "linear", [ABLATION_FRAMEWORK])
-    rows = [row for row in rows if not row.key.endswith("/augself")]
-    rows += [Row("External checkpoints", f"external/{name}", name, latex_escape(name), [], results)
-             for name, results in externals.items()]
+    rows = [_run_row(ctx, "linear", "", f"{ABLATION_FRAMEWORK}/{variant}", method_label(ABLATION_FRAMEWORK, variant),
+                     runs)
+            for variant in ("vanilla", "cassle") if (runs := ctx.runs_where(ABLATION_FRAMEWORK, variant))]
+    rows += [Row("", f"external/{name}", name, latex_escape(name), [], results) for name, results in externals.items()]
     return _make(ctx, "table9", "Linear evaluation: MoCo-v2 against checkpoints trained elsewhere", rows, _linear,
                  "table9")
 
