@@ -7,6 +7,7 @@ then the self-contained Snakemake report, and prints where everything is.
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ import yaml
 
 from cassle.cli import CassleError
 from cassle.report.views import draw_views_figure
+from cassle.tracking.command import ui_command
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -27,13 +29,13 @@ def _repository() -> Path:
     return REPOSITORY
 
 
-def _snakemake(workdir: Path, *args: str) -> None:
+def _snakemake(workdir: Path, logs: Path, *args: str) -> None:
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(_repository() / "Snakefile"),
                "--directory", str(workdir), *args]
     result = subprocess.run(command, cwd=workdir)
     if result.returncode != 0:
         raise CassleError(f"the demo workflow failed (exit {result.returncode}); the job logs are under "
-                           f"results/demo/logs/. Command: {' '.join(command)}")
+                          f"{logs}/. Command: {shlex.join(command)}")
 
 
 def run_demo(workdir: Path, cores: int = 2) -> int:
@@ -43,10 +45,10 @@ def run_demo(workdir: Path, cores: int = 2) -> int:
     config = yaml.safe_load(config_file.read_text())
     results, reports = workdir / config["results"], workdir / config["reports"]
     start = time.perf_counter()
-    _snakemake(workdir, "--profile", str(_repository() / "profiles" / "demo"), "--configfile", str(config_file),
-               "--cores", str(cores))
+    _snakemake(workdir, results / "logs", "--profile", str(_repository() / "profiles" / "demo"),
+               "--configfile", str(config_file), "--cores", str(cores))
     html = reports / "report.html"
-    _snakemake(workdir, "--configfile", str(config_file), "--report", str(html))
+    _snakemake(workdir, results / "logs", "--configfile", str(config_file), "--report", str(html))
     views = draw_views_figure("synthetic", results / "views.png", n_images=6, size=64, seed=0)
     uri = f"sqlite:///{results / 'mlflow.db'}"
     minutes = (time.perf_counter() - start) / 60
@@ -58,5 +60,5 @@ def run_demo(workdir: Path, cores: int = 2) -> int:
           f"  Snakemake report      {html}\n"
           f"  views and omega       {views}\n"
           f"  MLflow store          {uri}\n"
-          f"      browse it with    mlflow ui --backend-store-uri {uri}")
+          f"      browse it with    {ui_command(uri)}")
     return 0

@@ -2,21 +2,27 @@
 
 The Snakefile builds its DAG from `plan_workflow`; every check happens here, before any job starts: each run's
 pretraining config goes through `cassle.config.resolve`, each evaluation's options through the parser of
-`cassle eval TASK`, and every name (group, dataset, external checkpoint, `where` key) must exist.
+`cassle eval TASK`, and every name (group, dataset, external checkpoint, `where` key and value) must exist.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
+import re
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cassle.config import RUNTIME_KEYS, ConfigError, flatten, resolve
+from cassle.config import FIELDS, RUNTIME_KEYS, ConfigError, check_value, flatten, resolve, suggestion
 from cassle.provenance import run_name
+
+
+# An external checkpoint's name: it becomes a path part and the `source` wildcard (workflow/rules/common.smk).
+EXTERNAL_NAME = re.compile(r"[A-Za-z0-9_]+")
 
 
 class PlanError(ValueError):
@@ -50,9 +56,10 @@ class Evaluation:
     options: tuple[str, ...] = ()
     external: Path | None = None
     arch: str | None = None
+    runtime: tuple[str, ...] = ()  # options that cannot change the result (EVAL_RUNTIME_OPTIONS): never rerun it
 
     def eval_args(self, results: Path) -> list[str]:
-        """The arguments after `cassle eval`."""
+        """The arguments after `cassle eval`, without the runtime options."""
         source = str(self.external) if self.external else str(results / "pretrain" / self.source)
         args = [self.task, source, "--dataset", self.dataset, "--out", str(self.out(results))]
         if self.arch:
@@ -97,8 +104,8 @@ def _run_from(group: str, raw: dict[str, Any]) -> Run:
 
 
 def plan_runs(workflow_config: Mapping[str, Any]) -> dict[str, Run]:
-    """Every (group x grid cell x seed) run; runs with equal configs (e.g. the default CASSLE run that also closes an
-    ablation) are one run listed under every group that asks for it."""
+    """Every (group x grid cell x seed) run; runs with equal configs (e.g. an ablation grid that lists the default
+    value, which another group also plans) are one run listed under every group that asks for it."""
     pretrain = workflow_config.get("pretrain") or {}
     defaults = flatten(pretrain.get("defaults") or {})
     seeds = workflow_config.get("seeds") or [0]
@@ -108,19 +115,21 @@ def plan_runs(workflow_config: Mapping[str, Any]) -> dict[str, Run]:
         for cell in _grid(group, spec.get("grid") or {}):
             for seed in seeds:
                 run = _run_from(group, {**base, **flatten(cell), "seed": seed})
-                if run.name in runs:
-                    known = runs[run.name]
-                    runs[run.name] = Run(known.name, known.overrides, known.config, (*known.groups, group))
-                else:
-                    runs[run.name] = run
+                known = runs.setdefault(run.name, run)
+                if group not in known.groups:
+                    runs[run.name] = dataclasses.replace(known, groups=(*known.groups, group))
     if not runs:
         raise PlanError("the workflow config plans no pretraining run: add pretrain.groups.<name>.grid")
     return runs
 
 
-def _option_args(task: str, options: Mapping[str, Any] | None) -> tuple[str, ...]:
+EVAL_RUNTIME_OPTIONS = frozenset({"device", "workers", "batch_size"})
+"""Options of `cassle eval` that say how, not what, it computes: the workflow passes them outside the rerun triggers."""
+
+
+def _option_args(options: Mapping[str, Any]) -> tuple[str, ...]:
     args: list[str] = []
-    for key, value in (options or {}).items():
+    for key, value in options.items():
         flag = f"--{key.replace('_', '-')}"
         if value is True:
             args.append(flag)
@@ -138,7 +147,7 @@ def check_eval_options(task: str, args: Sequence[str]) -> None:
     from cassle.cli import build_parser
 
     parser = build_parser(eval_tasks=[task])
-    probe = [ "eval", task, "SOURCE", "--dataset", "synthetic", "--out", "OUT", *args]
+    probe = ["eval", task, "SOURCE", "--dataset", "synthetic", "--out", "OUT", *args]
     try:
         parser.parse_args(probe)
     except SystemExit:
@@ -156,8 +165,7 @@ def plan_evaluations(workflow_config: Mapping[str, Any], runs: Mapping[str, Run]
     from cassle.cli import EVAL_TASKS
     from cassle.data import DATASETS
 
-    groups = {group for run in runs.values() for group in run.groups}
-    groups |= set((workflow_config.get("pretrain") or {}).get("groups") or {})
+    groups = {group for run in runs.values() for group in run.groups}  # every group plans at least one run
     external = workflow_config.get("external") or {}
     plan: dict[str, list[Evaluation]] = {}
     for task, spec in (workflow_config.get("evaluations") or {}).items():
@@ -171,25 +179,38 @@ def plan_evaluations(workflow_config: Mapping[str, Any], runs: Mapping[str, Run]
         datasets = spec.get("datasets") or []
         missing = [name for name in datasets if name not in DATASETS]
         if missing:
-            raise PlanError(f"{where_prefix}.datasets: unknown dataset(s) {', '.join(missing)}; "
+            raise PlanError(f"{where_prefix}.datasets: unknown dataset(s) {', '.join(map(str, missing))}; "
                             f"registered: {', '.join(DATASETS)}")
         where = spec.get("where") or {}
-        bad_keys = [key for key in where if key not in next(iter(runs.values())).config]
+        bad_keys = [key for key in where if key not in FIELDS]
         if bad_keys:
-            raise PlanError(f"{where_prefix}.where: unknown config key(s) {', '.join(bad_keys)} (docs/config.md)")
-        options = _option_args(task, spec.get("options"))
+            raise PlanError(f"{where_prefix}.where: unknown config key(s) "
+                            f"{', '.join(key + suggestion(key) for key in bad_keys)} (docs/config.md)")
+        for key, values in where.items():  # a misspelt value would silently select no run
+            try:
+                for value in values:
+                    check_value(key, value)
+            except ConfigError as error:
+                raise PlanError(f"{where_prefix}.where: {error}") from None
+        given = spec.get("options") or {}
+        options = _option_args({key: value for key, value in given.items() if key not in EVAL_RUNTIME_OPTIONS})
+        runtime = _option_args({key: value for key, value in given.items() if key in EVAL_RUNTIME_OPTIONS})
         if check_options:
-            check_eval_options(task, options)
+            check_eval_options(task, options + runtime)
         chosen = [run.name for run in runs.values()
                   if set(run.groups) & set(spec.get("groups") or []) and _matches(run, where)]
-        evaluations = [Evaluation(task, name, dataset, options) for name in chosen for dataset in datasets]
+        evaluations = [Evaluation(task, name, dataset, options, runtime=runtime) for name in chosen
+                       for dataset in datasets]
         for name in spec.get("external") or []:
             if name not in external:
                 raise PlanError(f"{where_prefix}.external: {name!r} is not under `external:` "
                                 f"(defined: {', '.join(external) or 'none'})")
+            if not EXTERNAL_NAME.fullmatch(name):
+                raise PlanError(f"external.{name}: the name {name!r} is not allowed; expected letters, digits "
+                                "and '_' only")
             checkpoint = external[name]
             evaluations += [Evaluation(task, f"external-{name}", dataset, options, Path(checkpoint["path"]),
-                                       checkpoint.get("arch")) for dataset in datasets]
+                                       checkpoint.get("arch"), runtime) for dataset in datasets]
         plan[task] = evaluations
     return plan
 

@@ -43,6 +43,8 @@ def test_grid_expands_per_group_cell_and_seed_and_shares_equal_runs():
         "grid"]["conditioning.omega_keys"][1]
     two_seeds = plan_runs({**GRID, "seeds": [0, 1]})
     assert len(two_seeds) == 10 and {run.config["seed"] for run in two_seeds.values()} == {0, 1}
+    repeated = plan_runs({**GRID, "seeds": [0, 0]})  # a cell planned twice by one group lists that group once
+    assert {name: run.groups for name, run in repeated.items()} == {name: run.groups for name, run in runs.items()}
 
 
 def test_run_name_is_the_config_hash_and_the_command_line_rebuilds_the_config():
@@ -91,6 +93,11 @@ def test_evaluations_follow_groups_where_and_external():
     (lambda c: c["evaluations"]["linear"].update(datasets=["imagenet"]), "unknown dataset(s) imagenet"),
     (lambda c: c["evaluations"]["linear"].update(external=["spark"]), "'spark' is not under `external:`"),
     (lambda c: c["evaluations"]["sensitivity"].update(where={"frame": ["mocov2"]}), "unknown config key(s) frame"),
+    (lambda c: c["evaluations"]["sensitivity"].update(where={"framework": ["mocov22"]}),
+     "evaluations.sensitivity.where: config key 'framework' = 'mocov22' is not allowed; expected one of mocov2"),
+    (lambda c: (c["external"].update({"spark-v2": {"path": "/s.pt", "arch": "resnet50"}}),
+                c["evaluations"]["linear"].update(external=["spark-v2"])),
+     "external.spark-v2: the name 'spark-v2' is not allowed; expected letters, digits and '_'"),
     (lambda c: c["evaluations"]["linear"].update(options={"max_imagez": 3}), "does not accept '--max-imagez 3'"),
     (lambda c: c["evaluations"].update(segmentation={"datasets": ["synthetic"]}), "unknown evaluation 'segmentation'"),
 ])

@@ -168,6 +168,21 @@ def test_rerun_does_nothing_and_a_new_variant_replans_only_its_jobs(tiny_workflo
     output = snakemake(workdir, "--configfile", "config.yaml", "--cores", "2", "--dry-run")
     assert "Nothing to be done" in output, output[-3000:]
 
+    # Runtime keys (left out of the run's hash), a default spelt out and other resources rerun nothing either.
+    config = json.loads(json.dumps(TINY))
+    config["pretrain"]["defaults"].update(num_workers=1, checkpoint_every=3, log_every=2, compat="original")
+    config["launch"]["pretrain"]["mem_gb"] = 3
+    config["evaluations"]["linear"]["options"].update(workers=1, batch_size=32)  # how, not what, evals compute
+    (workdir / "moved.yaml").write_text(yaml.safe_dump(config))
+    output = snakemake(workdir, "--configfile", "moved.yaml", "--cores", "2", "--dry-run")
+    assert "Nothing to be done" in output, output[-3000:]
+
+    # An option that changes what an evaluation computes reruns those evaluations and the report, nothing else.
+    config["evaluations"]["linear"]["options"]["max_images"] = 48
+    (workdir / "changed.yaml").write_text(yaml.safe_dump(config))
+    output = snakemake(workdir, "--configfile", "changed.yaml", "--cores", "2", "--dry-run")
+    assert job_stats(output) == {"eval_linear": 2, "report": 1, "all": 1}
+
     config = json.loads(json.dumps(TINY))
     config["pretrain"]["groups"]["main"]["grid"]["variant"].append("augself")
     (workdir / "grown.yaml").write_text(yaml.safe_dump(config))

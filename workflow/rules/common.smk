@@ -1,6 +1,5 @@
 # Config -> plan (runs, evaluations), paths, wildcard constraints, launch resources and the MLflow environment.
 
-import json
 import os
 import shlex
 import sys
@@ -11,7 +10,8 @@ from snakemake.utils import validate
 validate(config, str(Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"))
 
 from cassle.data.roots import ENV_VAR as DATA_ROOTS_VAR, roots_to_environment
-from cassle.plan import PlanError, plan_workflow
+from cassle.plan import EXTERNAL_NAME, PlanError, plan_workflow
+from cassle.tracking.store import tracking_uri
 
 try:
     PLAN = plan_workflow(config)
@@ -26,12 +26,9 @@ CASSLE = f"{shlex.quote(sys.executable)} -m cassle"
 os.environ[DATA_ROOTS_VAR] = roots_to_environment(config["data_roots"])
 os.environ["CASSLE_MLFLOW"] = "1" if config["mlflow"]["enabled"] else "0"
 os.environ["MLFLOW_EXPERIMENT_NAME"] = config["mlflow"]["experiment"]
-if config["mlflow"]["tracking_uri"]:
-    os.environ["MLFLOW_TRACKING_URI"] = config["mlflow"]["tracking_uri"]
-else:
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path(RESULTS).resolve()}/mlflow.db"
-
-
+# The config's store, else cassle's default (sqlite:///<results>/mlflow.db), never one the calling shell names.
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+os.environ["MLFLOW_TRACKING_URI"] = tracking_uri(Path(RESULTS), config["mlflow"]["tracking_uri"])
 
 
 def launched(command):
@@ -48,7 +45,7 @@ def launched(command):
 
 wildcard_constraints:
     run=r"[a-z0-9_]+-[a-z]+-[0-9a-f]{8}",
-    source=r"[a-z0-9_]+-[a-z]+-[0-9a-f]{8}|external-[A-Za-z0-9_]+",
+    source=rf"[a-z0-9_]+-[a-z]+-[0-9a-f]{{8}}|external-{EXTERNAL_NAME.pattern}",
     dataset=r"[A-Za-z0-9_]+",
 
 
@@ -64,7 +61,7 @@ def launch_resources(kind):
         "launch": shlex.join(args),
         "gpus": spec.get("gpus", 0),
         "mem_mb": int(spec.get("mem_gb", 4) * 1024) if config["launcher"] == "local" else 512,
-        "runtime": spec.get("time_min", 60),
+        "runtime": spec.get("time_min", 1440),  # minutes, as `cassle launch --time-min`
         "cluster_jobs": 0 if config["launcher"] == "local" else 1,
     }
 
@@ -77,9 +74,8 @@ def pretrain_outputs():
     return [f"{pretrain_dir(run)}/metrics.json" for run in PLAN.runs]
 
 
-def eval_outputs(task=None):
-    tasks = [task] if task else PLAN.evaluations
-    return [f"{e.out(Path(RESULTS))}/metrics.json" for t in tasks for e in PLAN.evaluations.get(t, [])]
+def eval_outputs():
+    return [f"{e.out(Path(RESULTS))}/metrics.json" for evals in PLAN.evaluations.values() for e in evals]
 
 
 def find_evaluation(task, wildcards):

@@ -33,5 +33,7 @@ for eval_task in PLAN.evaluations:
         threads: 1
         resources:
             **launch_resources("eval"),
+            # device, workers, batch size: a resource, not a param (a rerun trigger); they do not change the result
+            runtime_options=lambda wildcards, task=eval_task: shlex.join(find_evaluation(task, wildcards).runtime),
         shell:
-            launched("eval {params.args} --quiet")
+            launched("eval {params.args} {resources.runtime_options} --quiet")

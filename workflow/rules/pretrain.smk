@@ -7,12 +7,15 @@ rule pretrain:
         backbone=f"{RESULTS}/pretrain/{{run}}/backbone.pt",
         metrics=f"{RESULTS}/pretrain/{{run}}/metrics.json",
     params:
-        config=lambda wildcards: shlex.join(PLAN.runs[wildcards.run].pretrain_args()),
         out=lambda wildcards: pretrain_dir(wildcards.run),
     log:
         f"{RESULTS}/logs/pretrain/{{run}}.log",
     threads: 1
     resources:
         **launch_resources("pretrain"),
+        # The run's `--set` overrides: a resource, not a param (a rerun trigger). Whatever changes the result already
+        # changes the run's folder (its config hash); the rest (runtime keys such as num_workers, the same config
+        # spelt another way or first asked for by another group) must not rerun a finished run.
+        overrides=lambda wildcards: shlex.join(PLAN.runs[wildcards.run].pretrain_args()),
     shell:
-        launched("pretrain {params.config} --out {params.out} --quiet")
+        launched("pretrain {resources.overrides} --out {params.out} --quiet")
