@@ -240,6 +240,15 @@ def test_conditioning_eval_on_a_cassle_run(cassle_run: Path, tmp_path: Path) -> 
     assert -1 <= metrics["mean_random"] <= 1 and -1 <= metrics["mean_true"] <= 1
     assert metrics["mean_difference"] == pytest.approx(metrics["mean_true"] - metrics["mean_random"], abs=1e-6)
     assert (tmp_path / "conditioning.png").is_file() and (tmp_path / "conditioning.pdf").is_file()
+    histogram = read_json(tmp_path / "histogram.json")  # what the report draws Fig 3 from
+    assert len(histogram["edges"]) == len(histogram["true"]) + 1 == conditioning.HISTOGRAM_BINS + 1
+    assert sum(histogram["true"]) == sum(histogram["random"]) == 33
+
+
+def test_similarity_histogram_counts_by_hand() -> None:
+    counts = conditioning.similarity_histogram(torch.tensor([-1.0, 0.05, 0.95, 1.0]), torch.tensor([0.0, 0.0]), 4)
+    assert counts["edges"] == [-1.0, -0.5, 0.0, 0.5, 1.0]
+    assert counts["true"] == [1, 0, 1, 2] and counts["random"] == [0, 0, 2, 0]  # [-1,-.5) [-.5,0) [0,.5) [.5,1]
 
 
 def test_conditioning_eval_refuses_a_vanilla_run(vanilla_run: Path, tmp_path: Path) -> None:

@@ -506,6 +506,8 @@ def test_real_outputs_go_through(real_results: Path, tmp_path: Path) -> None:
     written = json.loads(next((real_results / "eval" / "corruption").glob("*/synthetic/metrics.json")).read_text())
     assert float(corruption["synthetic/fog"]) == pytest.approx(100 * written["metrics"]["fog"], abs=1e-4)
     assert "demo-scale" in (tmp_path / "reports" / "README.md").read_text(encoding="utf-8")
+    # Fig 3 is drawn as the paper's histograms from the conditioning eval's histogram.json, not as the means alone
+    assert "solid lines" in (tmp_path / "reports" / "figures" / f"fig3_{DEMO}.rst").read_text(encoding="utf-8")
 
 
 def test_the_cli_module_imports_nothing_heavy() -> None:

@@ -28,9 +28,11 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from cassle.augment import ViewSampler
+from cassle.evaluate import CONDITIONING_HISTOGRAM
 from cassle.evaluate.features import eval_transform, load_split
 from cassle.evaluate.load import add_common_arguments, backbone_from_args, load_method, write_eval_metrics
 from cassle.evaluate.sensitivity import augment_settings, batch_loader, save_figure
+from cassle.io import write_json
 
 DEFAULT_PAIRS = 5000  # the paper's number of pairs
 
@@ -80,6 +82,17 @@ def summarize(true: Tensor, random: Tensor) -> dict[str, float]:
     }
 
 
+HISTOGRAM_BINS = 100  # over [-1, 1], in CONDITIONING_HISTOGRAM next to metrics.json (`cassle report`'s Fig 3)
+
+
+def similarity_histogram(true: Tensor, random: Tensor, bins: int = HISTOGRAM_BINS) -> dict[str, list[float]]:
+    """Counts of both similarities over ``bins`` equal bins of [-1, 1] (``edges``: the ``bins + 1`` bin edges)."""
+    edges = torch.linspace(-1.0, 1.0, bins + 1, dtype=torch.float64)
+    return {"edges": edges.tolist(),
+            **{name: torch.histc(values.double().clamp(-1, 1), bins, -1.0, 1.0).tolist()
+               for name, values in (("true", true), ("random", random))}}
+
+
 def plot_histograms(true: Tensor, random: Tensor, out: Path) -> list[str]:
     """Fig 3: histograms of both similarities (true green, random red) with solid lines at their means."""
     import matplotlib
@@ -108,7 +121,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Measure, write OUT/metrics.json and OUT/conditioning.{png,pdf}."""
+    """Measure, write OUT/metrics.json, OUT/histogram.json and OUT/conditioning.{png,pdf}."""
     if args.num_pairs < 1:
         raise ValueError(f"--num-pairs must be a positive number of pairs, got {args.num_pairs}")
     backbone, info, device = backbone_from_args(args)  # validates the source and gives its description
@@ -126,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
                                      seed=args.seed, progress=not args.quiet)
     args.out.mkdir(parents=True, exist_ok=True)
     figures = plot_histograms(true, random, args.out)
+    write_json(args.out / CONDITIONING_HISTOGRAM, similarity_histogram(true, random))
     options = {"split": args.split, "num_pairs": args.num_pairs, "batch_size": args.batch_size, "figures": figures}
     write_eval_metrics(args, "conditioning", summarize(true, random), info, options)
     return 0

@@ -1,7 +1,7 @@
 """The paper's figures (3, 5-10) drawn from one setup's results, as PNG and PDF sized for a paper page.
 
 Every figure uses what the evaluations saved: sensitivity metrics (`infonce/<aug>/<stage>`) for Figs 6, 8, 9, 10,
-the conditioning summary (means and fraction) for Fig 3, the retrieval grids each eval drew for Fig 5, and the
+the conditioning histograms (histogram.json; else the summary: means and fraction) for Fig 3, the retrieval grids each eval drew for Fig 5, and the
 pretraining history.csv for Fig 7. Several seeds of one method are averaged.
 """
 
@@ -258,31 +258,54 @@ def fig7(ctx: SetupResults, out: Path) -> Figure | None:
     return _save(fig, figure, out)
 
 
-def fig3(ctx: SetupResults, out: Path) -> Figure | None:
-    """Projector similarity of positive pairs with their true omega against a random one, per CASSLE framework.
+def _histograms(results: list[EvalResult]) -> tuple[list[float], list[float], list[float]] | None:
+    """(edges, true counts, random counts) summed over the results' histogram files; None when one lacks it."""
+    from cassle.evaluate import CONDITIONING_HISTOGRAM
+    from cassle.io import read_json
 
-    The eval keeps only the summary (means and the fraction of pairs where true beats random), not every pair's
-    similarity, so this draws the two means as bars instead of the paper's histograms."""
+    total: tuple[list[float], list[float], list[float]] | None = None
+    for result in results:
+        path = result.path / CONDITIONING_HISTOGRAM
+        if not path.is_file():
+            return None
+        data = read_json(path)
+        if total is None:
+            total = (data["edges"], list(data["true"]), list(data["random"]))
+        elif data["edges"] != total[0]:
+            return None
+        else:
+            total = (total[0], [a + b for a, b in zip(total[1], data["true"])],
+                     [a + b for a, b in zip(total[2], data["random"])])
+    return total
+
+
+def _mean_of(results: list[EvalResult], key: str) -> float:
+    values = [float(r.metrics[key]) for r in results if isinstance(r.metrics.get(key), (int, float))]
+    return sum(values) / len(values) if values else float("nan")
+
+
+def fig3(ctx: SetupResults, out: Path) -> Figure | None:
+    """Projector similarity of positive pairs with their true omega against a random one, per CASSLE framework: the
+    paper's histograms (one panel per framework, seeds pooled) when every eval saved its histogram file, else the
+    two means per framework."""
     series = [s for framework in ctx.frameworks() for s in _series_of(ctx, framework, ("cassle",), "conditioning")]
     if not series:
         return None
+    histograms = [_histograms(results) for _, _, results in series]
+    if all(h is not None for h in histograms):
+        return _fig3_histograms(ctx, out, series, histograms)  # type: ignore[arg-type]
     figure = Figure.of("fig3", "Cosine similarity of CASSLE projector outputs of positive pairs conditioned on "
-                       "their true omega (green) or a random one (red); the label gives the share of pairs where "
-                       "true > random", ctx, series)
-
-    def mean_of(results: list[EvalResult], key: str) -> float:
-        values = [float(r.metrics[key]) for r in results if isinstance(r.metrics.get(key), (int, float))]
-        return sum(values) / len(values) if values else float("nan")
-
+                       "their true omega (green) or a random one (red), means (an eval without its histogram file "
+                       "keeps only them); the label gives the share of pairs where true > random", ctx, series)
     plt = _pyplot()
     # ~0.8 in per framework, plus the legend on the right; at most a page wide
     fig, ax = plt.subplots(figsize=(min(PAGE_WIDTH, max(PAGE_WIDTH / 2, 0.8 * len(series) + 2.2)), 2.4))
     for i, (label, _, results) in enumerate(series):
-        true, random = mean_of(results, "mean_true"), mean_of(results, "mean_random")
+        true, random = _mean_of(results, "mean_true"), _mean_of(results, "mean_random")
         ax.plot([i, i], [random, true], color="0.6", zorder=1)
         ax.scatter([i], [true], color="tab:green", zorder=2, label="true omega" if i == 0 else None)
         ax.scatter([i], [random], color="tab:red", zorder=2, label="random omega" if i == 0 else None)
-        share = mean_of(results, "fraction_true_beats_random")
+        share = _mean_of(results, "fraction_true_beats_random")
         if not math.isnan(share):                   # no result holds the share: no label, rather than "nan%"
             ax.annotate(f" {100 * share:.0f}%", (i, (true + random) / 2), fontsize=FONT_SIZE - 1, va="center")
     ax.set_xticks(range(len(series)), [label.replace(" + ", "\n+ ") for label, _, _ in series])
@@ -292,6 +315,37 @@ def fig3(ctx: SetupResults, out: Path) -> Figure | None:
     ax.plot([], [], " ", label="%: pairs where\ntrue > random")
     ax.legend(bbox_to_anchor=(1.01, 1), loc="upper left")
     ax.set_title(f"Projector conditioning ({ctx.setup})")
+    fig.tight_layout()
+    return _save(fig, figure, out)
+
+
+def _fig3_histograms(ctx: SetupResults, out: Path, series: list[Series],
+                     histograms: list[tuple[list[float], list[float], list[float]]]) -> Figure:
+    """Fig 3 as in the paper: per framework, the histograms of both similarities with solid lines at their means."""
+    figure = Figure.of("fig3", "Cosine similarity of CASSLE projector outputs of positive pairs conditioned on "
+                       "their true omega (green) or a random one (red), with their means (solid lines); the title "
+                       "gives the share of pairs where true > random", ctx, series)
+    plt = _pyplot()
+    columns = min(3, len(series))
+    rows = math.ceil(len(series) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(PAGE_WIDTH if columns > 1 else PAGE_WIDTH / 2, 2.0 * rows),
+                             squeeze=False)
+    for ax, (label, _, results), (edges, true, random) in zip(axes.flat, series, histograms):
+        for counts, colour, name, key in ((true, "tab:green", "true omega", "mean_true"),
+                                          (random, "tab:red", "random omega", "mean_random")):
+            ax.stairs(counts, edges, fill=True, alpha=0.45, color=colour, label=name)
+            ax.axvline(_mean_of(results, key), color=colour, linewidth=1.5)
+        used = [e for e, t, r in zip(edges, true, random) if t or r]
+        if used:
+            ax.set_xlim(used[0], used[-1] + (edges[1] - edges[0]))
+        share = _mean_of(results, "fraction_true_beats_random")
+        ax.set_title(label + ("" if math.isnan(share) else f": {100 * share:.0f}% true > random"))
+        ax.set_xlabel("cosine similarity")
+    for ax in axes.flat[len(series):]:
+        ax.set_visible(False)
+    axes.flat[0].set_ylabel("pairs")
+    axes.flat[0].legend()
+    fig.suptitle(f"Projector conditioning ({ctx.setup})", fontsize=FONT_SIZE + 1)
     fig.tight_layout()
     return _save(fig, figure, out)
 
