@@ -79,7 +79,7 @@ def build_parser(eval_tasks: Iterable[str] | None = None) -> argparse.ArgumentPa
     demo = commands.add_parser("demo", help="run the whole workflow on the embedded synthetic dataset (no download)",
                                description="Run the Snakemake DAG of config/demo.yaml: every framework x variant "
                                "pretrained for a few steps on the procedural `synthetic` dataset, every evaluation that "
-                               "runs on it, the tables, figures, Snakemake report and MLflow store (5-10 minutes on 2 "
+                               "runs on it, the tables, figures, Snakemake report and MLflow store (about 5 minutes on 2 "
                                "CPU cores). Results land in WORKDIR/results/demo.")
     demo.add_argument("--workdir", type=Path, default=Path("."), help="folder holding results/demo (default: .)")
     demo.add_argument("--cores", type=int, default=2, help="CPU cores Snakemake may use (default: 2)")
@@ -139,7 +139,8 @@ def build_parser(eval_tasks: Iterable[str] | None = None) -> argparse.ArgumentPa
                                      "augmentation parameters (omega) recorded for every view.")
     views.add_argument("--dataset", default="synthetic", help="registered dataset name (default: synthetic)")
     views.add_argument("--root", type=Path, default=None, help="dataset root (not needed for synthetic)")
-    views.add_argument("--out", type=Path, default=Path("results/demo/views.png"), help="figure path (.png/.pdf)")
+    views.add_argument("--out", type=Path, default=Path("results/demo/views.png"),
+                       help="figure path, .png or .pdf (default: results/demo/views.png)")
     views.add_argument("--n", type=int, default=4, help="number of source images (default: 4)")
     views.add_argument("--size", type=int, default=96, help="view size in pixels (default: 96)")
     views.add_argument("--seed", type=int, default=0, help="seed of the augmentation generator (default: 0)")

@@ -253,6 +253,6 @@ def test_similarity_histogram_counts_by_hand() -> None:
 
 def test_conditioning_eval_refuses_a_vanilla_run(vanilla_run: Path, tmp_path: Path) -> None:
     args = _args(conditioning, [str(vanilla_run), "--dataset", "synthetic", "--out", str(tmp_path), "--quiet"])
-    with pytest.raises(ValueError, match="vanilla run.*needs a CASSLE run"):
+    with pytest.raises(ValueError, match="run of variant vanilla.*needs a CASSLE run"):
         conditioning.run(args)
     assert not (tmp_path / "metrics.json").exists()

@@ -516,3 +516,14 @@ def test_the_cli_module_imports_nothing_heavy() -> None:
             "assert not heavy, heavy; from cassle.report import average_rank; print(average_rank.__name__)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0 and done.stdout.strip() == "average_rank", done.stderr
+
+
+def test_an_eval_written_one_level_too_high_is_reported(tmp_path: Path) -> None:
+    """`--out eval/<task>/<run>` without the <dataset> level: listed as a failure that says where to move it."""
+    results = tmp_path / "results"
+    shutil.copytree(RESULTS, results)
+    stray = results / "eval" / "sensitivity" / "tiny"
+    stray.mkdir(parents=True)
+    (stray / "metrics.json").write_text('{"task": "sensitivity", "metrics": {}, "source": {}}', encoding="utf-8")
+    failure = next(f for f in collect(results).failures if f.path == stray)
+    assert "one level too high" in failure.reason and f"{stray}/<dataset>/" in failure.reason

@@ -16,9 +16,9 @@ class DatasetNotFoundError(FileNotFoundError):
 
     def __init__(self, dataset: str, root: Path | str | None, layout: str, problem: str) -> None:
         self.dataset, self.root, self.layout, self.problem = dataset, root, layout, problem
-        tried = "no root was given" if root is None else f"tried root {root}"
+        tried = "" if root is None else f" (tried root {root})"
         super().__init__(
-            f"dataset '{dataset}': {problem} ({tried}).\n"
+            f"dataset '{dataset}': {problem}{tried}.\n"
             f"Expected layout under the root:\n{layout}\n"
             f"Set the root with `data_roots.{dataset}: /path` in the workflow config (config/config.yaml), "
             f"or `--set data_root=/path` for `cassle pretrain`, `--data-root /path` for `cassle eval`."

@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     method = load_method(args.source, device)
     if method.conditioning is None:
         raise ValueError(
-            f"{args.source} is a {method.config['variant']} run: its projector does not take omega, so true and "
+            f"{args.source} is a run of variant {method.config['variant']}: its projector does not take omega, so true and "
             "random omega give identical outputs; `cassle eval conditioning` needs a CASSLE run (variant cassle)")
     size = info["image_size"]
     sampler = ViewSampler(size, **augment_settings(info["config"]))
@@ -141,5 +141,9 @@ def run(args: argparse.Namespace) -> int:
     figures = plot_histograms(true, random, args.out)
     write_json(args.out / CONDITIONING_HISTOGRAM, similarity_histogram(true, random))
     options = {"split": args.split, "num_pairs": args.num_pairs, "batch_size": args.batch_size, "figures": figures}
-    write_eval_metrics(args, "conditioning", summarize(true, random), info, options)
+    summary = summarize(true, random)
+    path = write_eval_metrics(args, "conditioning", summary, info, options)
+    print(f"conditioning on {args.dataset}/{args.split}: cosine true {summary['mean_true']:.4f}, random "
+          f"{summary['mean_random']:.4f}, true > random in {100 * summary['fraction_true_beats_random']:.1f}% of "
+          f"{summary['num_pairs']} pairs -> {path}")
     return 0

@@ -122,5 +122,8 @@ def run(args: argparse.Namespace) -> int:
     clean, scores = _scores(args, backbone, info, metric, args.corruptions, sorted(set(args.severities)))
     options = {"metric": metric, "penalty": clean["penalty"], "penalties": clean["penalties"], "corruptions": list(args.corruptions),
                "severities": sorted(set(args.severities)), "corruption_seed": args.seed}
-    write_eval_metrics(args, "corruption", summarize(clean["test"], scores), info, options)
+    metrics = summarize(clean["test"], scores)
+    path = write_eval_metrics(args, "corruption", metrics, info, options)
+    per_corruption = "  ".join(f"{name} {metrics[name]:.4f}" for name in dict.fromkeys(n for n, _ in scores))
+    print(f"corruption on {args.dataset}: clean {metrics['clean']:.4f}  {per_corruption} -> {path}")
     return 0

@@ -209,7 +209,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, dataset: str | None = 
                         "synthetic)")
     parser.add_argument("--out", type=Path, required=True, help="output folder: metrics.json, features/, figures")
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda[:N]")
-    parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: 256)")
+    parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=4, help="data-loading worker processes (default: 4)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
     parser.add_argument("--max-images", type=int, default=None,

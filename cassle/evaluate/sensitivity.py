@@ -232,5 +232,7 @@ def run(args: argparse.Namespace) -> int:
     options = {"label": label, "split": args.split, "augmentations": list(args.augmentations),
                "temperature": args.temperature, "batch_size": args.batch_size, "augment": settings,
                "compare": [str(p) for p in args.compare], "figures": figures}
-    write_eval_metrics(args, "sensitivity", flatten_metrics(result), info, options)
+    path = write_eval_metrics(args, "sensitivity", flatten_metrics(result), info, options)
+    print(f"sensitivity on {args.dataset}/{args.split}: InfoNCE per stage of {', '.join(args.augmentations)}; "
+          f"figure {figures[0]} -> {path}")
     return 0

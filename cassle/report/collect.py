@@ -146,6 +146,10 @@ def _eval_results(root: Path, runs: list[PretrainRun], failures: list[Failure]) 
     by_name = {run.name: run for run in runs}
     by_path = {run.path.resolve(): run for run in runs}
     results = []
+    for stray in sorted((root / "eval").glob("*/*/metrics.json")):  # `--out eval/<task>/<run>` without <dataset>
+        failures.append(Failure(stray.parent, f"metrics.json one level too high: move it to {stray.parent}/<dataset>/ "
+                                              "(evaluations go to eval/<task>/<run>/<dataset>/)",
+                                stray.parent.parent.name, stray.parent.name))
     for folder in sorted(p for p in (root / "eval").glob("*/*/*") if p.is_dir()):
         record = _read(folder / "metrics.json", failures, ("task", "metrics", "source"), folder.parent.parent.name)
         if record is None:
