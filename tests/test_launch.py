@@ -312,6 +312,24 @@ def test_slurm_jobs_are_polled_afresh_and_a_failed_scancel_is_reported(tmp_path:
     handle.cancel()  # scancel fails on a job that has just ended: nothing is left running
 
 
+def test_an_sacct_outage_is_not_taken_for_an_ended_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """sacct answers nothing twice (slurmdbd restarting), then RUNNING: the job is active, so a restarted Snakemake
+    re-attaches instead of submitting a second job into the same folder. A job sacct never knows counts as ended."""
+    import cassle.launch.jobs as jobs
+
+    monkeypatch.setattr(jobs, "UNKNOWN_RETRY_S", 0.0)
+    calls = tmp_path / "calls"
+    calls.write_text("")
+    stub_commands(tmp_path / "bin", monkeypatch, sacct=f'echo x >> {calls}; printf "JobID|State|NodeList\\n"; '
+                  f'if [ "$(wc -l < {calls})" -ge 3 ]; then printf "42|RUNNING|node1\\n"; fi')
+    assert SlurmHandle("42", tmp_path / "work", tasks=1).is_active()
+    assert len(calls.read_text().splitlines()) == 3
+    stub_commands(tmp_path / "bin2", monkeypatch, sacct='printf "JobID|State|NodeList\\n"')
+    assert not SlurmHandle("43", tmp_path / "work", tasks=1).is_active()
+    assert f"knows nothing of Slurm job 43 after {jobs.UNKNOWN_RETRIES} tries" in capsys.readouterr().out
+
+
 def test_a_job_of_another_launcher_removes_a_stale_slurm_job_id(tmp_path: Path) -> None:
     write_record(tmp_path, new_record("42", "slurm", ["demo"], 1))
     assert (tmp_path / "slurm_job_id").read_text() == "42\n"

@@ -29,6 +29,10 @@ SLURM_ACTIVE = frozenset({"PENDING", "RUNNING", "REQUEUED", "REQUEUE_FED", "REQU
                           "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD", "STOPPED"})
 
 
+UNKNOWN_RETRIES = 4     # sacct queries before a job it knows nothing of counts as ended (SlurmHandle.is_active)
+UNKNOWN_RETRY_S = 15.0
+
+
 def submitit_folder(job_dir: Path) -> Path:
     """The folder pattern handed to submitit: one sub-folder per job id."""
     return job_dir.absolute() / "submitit" / "%j"
@@ -207,7 +211,18 @@ class SlurmHandle(JobHandle):
         return state not in SLURM_ACTIVE and state != "UNKNOWN" and state == previous
 
     def is_active(self) -> bool:
-        return self.state() in SLURM_ACTIVE
+        """Whether the job may still run. sacct answering nothing (UNKNOWN: slurmdbd down, or a job purged long ago)
+        is asked again a few times first: taking an outage for "ended" would submit a second job into the same
+        work folder while the first still trains there."""
+        for attempt in range(UNKNOWN_RETRIES):
+            if attempt:
+                time.sleep(UNKNOWN_RETRY_S)
+            state = self.state()
+            if state != "UNKNOWN":
+                return state in SLURM_ACTIVE
+        print(f"cassle launch: warning: sacct knows nothing of Slurm job {self.job_id} after {UNKNOWN_RETRIES} tries; "
+              "taking it as ended", flush=True)
+        return False
 
     def cancel(self) -> None:
         """scancel the job; raises when scancel fails and sacct still sees the job active (a job that has just
