@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from damage import drop_sidecar, garble, truncate
 from cassle.train import (
     CheckpointManager,
     CheckpointWarning,
@@ -208,22 +209,7 @@ def test_sidecar_is_sha256sum_compatible(tmp_path: Path) -> None:
     assert (tmp_path / "ckpt-4.pt.sha256").read_text() == f"{digest}  ckpt-4.pt\n"
 
 
-def _truncate(path: Path) -> None:
-    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-
-
-def _garble(path: Path) -> None:
-    data = bytearray(path.read_bytes())
-    middle = len(data) // 2
-    data[middle : middle + 8] = bytes(b ^ 0xFF for b in data[middle : middle + 8])
-    path.write_bytes(bytes(data))
-
-
-def _drop_sidecar(path: Path) -> None:
-    path.with_name(path.name + ".sha256").unlink()
-
-
-@pytest.mark.parametrize("damage", [_truncate, _garble, _drop_sidecar])
+@pytest.mark.parametrize("damage", [truncate, garble, drop_sidecar])
 def test_bad_newest_falls_back_with_warning(tmp_path: Path, damage: Any) -> None:
     manager = CheckpointManager(tmp_path, keep=3)
     _save_steps(manager, [1, 2])
@@ -237,7 +223,7 @@ def test_no_valid_checkpoint_raises_and_empty_folder_gives_none(tmp_path: Path) 
     manager = CheckpointManager(tmp_path / "work")
     assert manager.load_latest() is None and manager.latest_step() is None
     _save_steps(manager, [1])
-    _garble(manager.path(1))
+    garble(manager.path(1))
     with pytest.warns(CheckpointWarning), pytest.raises(RuntimeError, match=r"no valid checkpoint.*ckpt-1\.pt"):
         manager.load_latest()
 
@@ -246,7 +232,7 @@ def test_only_uncommitted_checkpoints_mean_start_over(tmp_path: Path) -> None:
     """A first save killed before its checksum was written leaves nothing worth keeping: warn and start over."""
     manager = CheckpointManager(tmp_path)
     _save_steps(manager, [1])
-    _drop_sidecar(manager.path(1))
+    drop_sidecar(manager.path(1))
     with pytest.warns(CheckpointWarning, match=r"ckpt-1\.pt.*starts over"):
         assert manager.load_latest() is None
 

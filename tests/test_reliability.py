@@ -28,6 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from damage import garble, truncate
 from cassle.augment import ViewSampler
 from cassle.cli import main as cli_main
 from cassle.config import FIELDS, FRAMEWORKS, INJECTIONS, VARIANTS, ConfigError, experiment_hash, load_config, resolve
@@ -97,17 +98,6 @@ def test_rerun_of_a_finished_run_reports_the_same_final_metrics(straight_run, tm
     assert metrics["resumed"] is True and metrics["steps"] == before["steps"]
     assert metrics["final"] == before["final"] and set(metrics["final"]) >= {"loss", "ssl"}
     assert_same_weights(straight_run, tmp_path)
-
-
-def truncate(path: Path) -> None:
-    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-
-
-def garble(path: Path) -> None:
-    data = bytearray(path.read_bytes())
-    middle = len(data) // 2
-    data[middle:middle + 16] = bytes(b ^ 0x5A for b in data[middle:middle + 16])
-    path.write_bytes(bytes(data))
 
 
 def sidecar_of_other_bytes(path: Path) -> None:
