@@ -98,47 +98,38 @@ def _ui_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _action(subparsers: argparse._SubParsersAction, name: str, run: Callable[[argparse.Namespace], int], help: str,
+            description: str, dir_help: str | None = None) -> None:
+    """One `cassle mlflow NAME` action: its DIR argument (when `dir_help`), the store options, and `run`."""
+    parser = subparsers.add_parser(name, help=help, description=f"{description} {_STORE_HELP}")
+    if dir_help:
+        parser.add_argument("dir", type=Path, metavar="DIR", help=dir_help)
+    _store_options(parser)
+    parser.set_defaults(run=run)
+
+
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register the `cassle mlflow` actions."""
-    init = subparsers.add_parser(
-        "init", help="create the store and the experiment (once, before any job logs)",
-        description="Create the MLflow store (for sqlite: the database file and its tables) and the experiment, "
-        "and print how to open the UI. The workflow runs this once before its jobs; concurrent calls are safe. "
-        + _STORE_HELP)
-    _store_options(init)
-    init.set_defaults(run=_printing_warnings(_init))
-
-    log = subparsers.add_parser(
-        "log", help="log one pretraining or evaluation folder (idempotent)",
-        description="Log one result folder as an MLflow run: params, per-step metrics (history.csv), final metrics, "
-        "tags and artifacts (metrics.json, history.csv, figures). An evaluation is a child run of its pretraining "
-        "run, which is logged first when needed. A folder already logged with the same metrics.json is not logged "
-        "again. When the store cannot be reached this warns and exits 0 (the job's files are intact; "
-        "`cassle mlflow sync` backfills later). " + _STORE_HELP)
-    log.add_argument("dir", type=Path, metavar="DIR",
-                     help="RESULTS/pretrain/<run> or RESULTS/eval/<task>/<run>/<dataset>")
-    _store_options(log)
-    log.set_defaults(run=_printing_warnings(_log))
-
-    reports = subparsers.add_parser(
-        "log-reports", help="log a reports folder (tables, figures) as its own run",
-        description="Log a reports folder (tables, figures, README, report.html, as written by `cassle report`) as "
-        "one run named after the folder; logged again only when a file changed. " + _STORE_HELP)
-    reports.add_argument("dir", type=Path, metavar="DIR", help="reports folder (e.g. reports)")
-    _store_options(reports)
-    reports.set_defaults(run=_printing_warnings(_log_reports))
-
-    sync = subparsers.add_parser(
-        "sync", help="backfill the store with every result folder it lacks",
-        description="Log every finished result folder of RESULTS that the store lacks (or holds with an older "
-        "metrics.json), pretraining runs first; print how many were logged, already present and failed. "
-        "Idempotent: a second sync logs nothing. Exits 1 when any folder failed. " + _STORE_HELP)
-    _store_options(sync)
-    sync.set_defaults(run=_printing_warnings(_sync))
-
-    ui = subparsers.add_parser(
-        "ui-command", help="print the `mlflow ui` command that opens the store",
-        description="Print the exact `mlflow ui --backend-store-uri ...` command for the store (or the address of a "
-        "tracking server). " + _STORE_HELP)
-    _store_options(ui)
-    ui.set_defaults(run=_ui_command)
+    _action(subparsers, "init", _printing_warnings(_init),
+            help="create the store and the experiment (once, before any job logs)",
+            description="Create the MLflow store (for sqlite: the database file and its tables) and the experiment, "
+            "and print how to open the UI. The workflow runs this once before its jobs; concurrent calls are safe.")
+    _action(subparsers, "log", _printing_warnings(_log), help="log one pretraining or evaluation folder (idempotent)",
+            description="Log one result folder as an MLflow run: params, per-step metrics (history.csv), final "
+            "metrics, tags and artifacts (metrics.json, history.csv, figures). An evaluation is a child run of its "
+            "pretraining run, which is logged first when needed. A folder already logged with the same metrics.json "
+            "is not logged again. When the store cannot be reached this warns and exits 0 (the job's files are "
+            "intact; `cassle mlflow sync` backfills later).",
+            dir_help="RESULTS/pretrain/<run> or RESULTS/eval/<task>/<run>/<dataset>")
+    _action(subparsers, "log-reports", _printing_warnings(_log_reports),
+            help="log a reports folder (tables, figures) as its own run",
+            description="Log a reports folder (tables, figures, README, report.html, as written by `cassle report`) "
+            "as one run named after the folder; logged again only when a file changed.",
+            dir_help="reports folder (e.g. reports)")
+    _action(subparsers, "sync", _printing_warnings(_sync), help="backfill the store with every result folder it lacks",
+            description="Log every finished result folder of RESULTS that the store lacks (or holds with an older "
+            "metrics.json), pretraining runs first; print how many were logged, already present and failed. "
+            "Idempotent: a second sync logs nothing. Exits 1 when any folder failed.")
+    _action(subparsers, "ui-command", _ui_command, help="print the `mlflow ui` command that opens the store",
+            description="Print the exact `mlflow ui --backend-store-uri ...` command for the store (or the address "
+            "of a tracking server).")
