@@ -6,7 +6,8 @@ kornia-0.4.1-style colour jitter (per-sample factors, ONE op order per batch, sa
 RGB <-> HSV round trip each), random grayscale, and Gaussian blur (per-sample sigma, grouped separable conv over
 linspace(-k/2, k/2, k)), each on the subset of samples it applies to. Both designs use the same settings and start
 from decoded images in memory (PIL images for the reference, uint8 tensors for ViewSampler); normalisation is left
-out of both.
+out of both. On the CPU a third design, "eager ops", is ViewSampler rendering with the eager PyTorch ops of the
+other devices instead of its numba kernel (``cassle.augment.render.FUSED_CPU = False``).
 
     python bench/augment.py [--device cpu|cuda] [--threads 2] [--reps 5] [--stages] [--out PATH]
 """
@@ -14,6 +15,7 @@ out of both.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import math
@@ -21,7 +23,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,7 @@ from PIL import Image
 from torch.profiler import ProfilerActivity, profile
 from torchvision import transforms
 
+import cassle.augment.render as render
 from cassle.augment import ViewSampler
 from cassle.augment.functional import NEGLIGIBLE_WEIGHT, to_gray
 
@@ -170,11 +173,28 @@ def timed(fns: dict[str, Callable[[], object]], device: torch.device, warmup: in
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def stage_ms(sampler: ViewSampler, images: object, gen: torch.Generator, reps: int) -> dict[str, float]:
+@contextlib.contextmanager
+def eager_ops() -> Iterator[None]:
+    """ViewSampler renders CPU views with the eager ops of other devices instead of its numba kernel."""
+    saved, render.FUSED_CPU = render.FUSED_CPU, False
+    try:
+        yield
+    finally:
+        render.FUSED_CPU = saved
+
+
+def eager(sample: Callable[[], object]) -> Callable[[], object]:
+    def run() -> object:
+        with eager_ops():
+            return sample()
+    return run
+
+
+def stage_ms(sample: Callable[[], object], reps: int) -> dict[str, float]:
     """Milliseconds per batch in each ViewSampler stage (its record_function labels), from torch.profiler."""
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(reps):
-            sampler(images, generator=gen)
+            sample()
     return {event.key.split(".", 1)[1]: event.cpu_time_total / reps / 1e3
             for event in prof.key_averages() if event.key.startswith("ViewSampler.")}
 
@@ -188,15 +208,18 @@ def run_case(name: str, size: int, shape: tuple[int, int] | str, batch: int, dev
     sampler = ViewSampler(size)
     reference = ReferenceDesign(sampler)
     gen = torch.Generator(device=device).manual_seed(0)
-    seconds = timed({"reference": lambda: reference(pil, device),
-                     "ViewSampler": lambda: sampler(ours_input, generator=gen)}, device, warmup, reps)
+    designs = {"reference": lambda: reference(pil, device), "ViewSampler": lambda: sampler(ours_input, generator=gen)}
+    if device.type == "cpu":  # the numba renderer against the eager ops that other devices use
+        designs["eager ops"] = eager(designs["ViewSampler"])
+    seconds = timed(designs, device, warmup, reps)
     source = "mixed" if shape == "mixed" else f"{shape[0]}x{shape[1]}"
     rows = [{"case": name, "size": size, "source": source, "batch": batch, "design": design,
              "samples_per_s": batch / s} for design, s in seconds.items()]
     for row in rows:
         row["ratio"] = row["samples_per_s"] / rows[0]["samples_per_s"]
     if stages:
-        rows[1]["stage_ms"] = stage_ms(sampler, ours_input, gen, reps)
+        for row in rows[1:]:
+            row["stage_ms"] = stage_ms(designs[row["design"]], reps)
     return rows
 
 
@@ -231,7 +254,7 @@ def main() -> None:
               f"{r['ratio']:>6.2f}")
     for r in rows:
         if "stage_ms" in r:
-            print(f"  {r['case']} ViewSampler stages, ms per batch: "
+            print(f"  {r['case']} {r['design']} stages, ms per batch: "
                   + ", ".join(f"{k} {v:.1f}" for k, v in r["stage_ms"].items()))
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     result = {

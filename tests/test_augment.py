@@ -28,6 +28,15 @@ GEOMETRY_ONLY = {"jitter_p": 0.0, "gray_p": 0.0, "blur_p": 0.0}
 FULL_CROP = {"crop_scale": (1.0, 1.0), "crop_ratio": (1.0, 1.0), "flip_p": 0.0, "antialias": False}
 
 
+@pytest.fixture(params=["fused", "eager"])
+def renderer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with each CPU renderer: the numba kernel (the default) and the eager ops of other devices."""
+    import cassle.augment.render as render
+
+    monkeypatch.setattr(render, "FUSED_CPU", request.param == "fused")
+    return request.param
+
+
 def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
@@ -71,7 +80,7 @@ SOURCES = {
 
 
 @pytest.mark.parametrize("source", SOURCES)
-def test_crop_and_flip_rebuilt_from_omega_match_torchvision(source: str) -> None:
+def test_crop_and_flip_rebuilt_from_omega_match_torchvision(source: str, renderer: str) -> None:
     images = SOURCES[source]()
     views, omega = ViewSampler(32, antialias=False, **GEOMETRY_ONLY)(images, generator=gen(0))
     assert views.shape == (len(images), 3, 32, 32) and views.dtype == torch.float32
@@ -87,7 +96,7 @@ def test_crop_and_flip_rebuilt_from_omega_match_torchvision(source: str) -> None
 
 @pytest.mark.parametrize("as_list", [False, True])
 @pytest.mark.parametrize("crop_scale", [(0.02, 0.1), (0.25, 1.0)])  # downscale ~1-2x and ~3-6x
-def test_antialiased_downscale_equals_torchvision_antialias(crop_scale: tuple[float, float], as_list: bool) -> None:
+def test_antialiased_downscale_equals_torchvision_antialias(crop_scale: tuple[float, float], as_list: bool, renderer: str) -> None:
     """The antialiased resize is torchvision's (triangle filter of half-width = the downscale), up to float32
     rounding, for batch tensors and lists; plain bilinear sampling, which aliases, is far from it."""
     images = torch.stack([pink_noise(192, seed) for seed in range(8)])
@@ -100,8 +109,9 @@ def test_antialiased_downscale_equals_torchvision_antialias(crop_scale: tuple[fl
     assert (aliased - reference).abs().mean() > 1e-3
 
 
-def test_list_input_renders_like_the_batch_tensor() -> None:
-    """Lists are packed as crop regions per chunk and resize kind; the views must not depend on that."""
+def test_list_input_renders_like_the_batch_tensor(renderer: str) -> None:
+    """Lists are read in place (fused) or packed as crop regions per resize kind (eager); the views must not
+    depend on that."""
     images = torch.stack([pink_noise(96, seed) for seed in range(12)])
     sampler = ViewSampler(32, crop_scale=(0.05, 1.0))  # downscales ~0.7 to 3: bilinear and antialiased
     params = sampler.sample(image_sizes(images), gen(19))
@@ -119,7 +129,7 @@ def jitter_reference(image: torch.Tensor, factors: torch.Tensor, order: torch.Te
     return image
 
 
-def test_jitter_follows_recorded_factors_and_per_sample_order() -> None:
+def test_jitter_follows_recorded_factors_and_per_sample_order(renderer: str) -> None:
     images = torch.rand(64, 3, 24, 24, generator=gen(4))
     images[0] = 0.5  # gray pixels: hue undefined
     images[1, :, :, :8] = torch.tensor([1.0, 1.0, 0.0]).view(3, 1, 1)  # ties between max channels
@@ -137,7 +147,7 @@ def test_jitter_follows_recorded_factors_and_per_sample_order() -> None:
     torch.testing.assert_close(omega[:, OMEGA_SLICES["color"]], expected_color * params.jitter[:, None])
 
 
-def test_grayscale_gives_equal_channels_of_torchvision_luma() -> None:
+def test_grayscale_gives_equal_channels_of_torchvision_luma(renderer: str) -> None:
     images = torch.rand(16, 3, 20, 20, generator=gen(6))
     views, omega = ViewSampler(20, jitter_p=0.0, gray_p=1.0, blur_p=0.0, **FULL_CROP)(images, generator=gen(7))
     assert torch.equal(omega[:, OMEGA_SLICES["grayscale"]], torch.ones(16, 1))
@@ -145,7 +155,7 @@ def test_grayscale_gives_equal_channels_of_torchvision_luma() -> None:
     torch.testing.assert_close(views, TF.rgb_to_grayscale(images, num_output_channels=3), rtol=0, atol=1e-5)
 
 
-def test_blur_matches_torchvision_gaussian_blur_with_recorded_sigma() -> None:
+def test_blur_matches_torchvision_gaussian_blur_with_recorded_sigma(renderer: str) -> None:
     images = torch.rand(12, 3, 32, 32, generator=gen(8))
     sampler = ViewSampler(32, jitter_p=0.0, gray_p=0.0, blur_p=1.0, blur_kernel=9, **FULL_CROP)
     views, omega = sampler(images, generator=gen(9))
@@ -396,7 +406,7 @@ AA_SOURCES = {  # images, view size
 
 
 @pytest.mark.parametrize("source", AA_SOURCES)
-def test_antialiased_views_equal_torchvision_antialias(source: str) -> None:
+def test_antialiased_views_equal_torchvision_antialias(source: str, renderer: str) -> None:
     """Crops downscaled on one or both axes (and upscaled ones) with flips, near every image edge: the separable
     sparse resampling equals torchvision's antialiased resize up to float rounding."""
     make_images, size = AA_SOURCES[source]
@@ -410,38 +420,61 @@ def test_antialiased_views_equal_torchvision_antialias(source: str) -> None:
         torch.testing.assert_close(view, rebuild_from_omega(image, w, size, antialias=True), rtol=0, atol=3e-5)
 
 
-@pytest.mark.parametrize("source", ["uint8 batch, non-square", "uint8 list of sizes"])
-def test_rendering_in_chunks_equals_one_chunk(source: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The CPU renders cache-sized chunks (other devices: the whole batch at once); chunks of one sample and one
-    chunk for all give the same views and omega."""
+@pytest.mark.parametrize("source", SOURCES)
+def test_fused_cpu_renderer_equals_the_eager_path(source: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The numba renderer and the eager ops (those of other devices) give the same views and omega, every
+    augmentation on and crops from 5% to the whole image."""
     import cassle.augment.render as render
 
     images = SOURCES[source]()
-    sampler = ViewSampler(32, crop_scale=(0.05, 1.0))
+    sampler = ViewSampler(32, crop_scale=(0.05, 1.0), jitter=(0.6, 0.6, 0.6, 0.5), gray_p=0.3)
     params = sampler.sample(image_sizes(images), gen(22))
-    monkeypatch.setattr(render, "CPU_CHUNK_PIXELS", 10**9)
+    assert params.jitter.any() and params.grayscale.any() and params.blur.any() and not params.blur.all()
     views, omega = sampler.apply(images, params)
-    monkeypatch.setattr(render, "CPU_CHUNK_PIXELS", 1)
-    views_chunked, omega_chunked = sampler.apply(images, params)
-    # each chunk blurs with the kernel size its largest sigma needs: other far taps (< 1e-7 of the peak)
-    torch.testing.assert_close(views_chunked, views, rtol=0, atol=5e-6)
+    monkeypatch.setattr(render, "FUSED_CPU", False)
+    views_eager, omega_eager = sampler.apply(images, params)
+    # the eager path blurs a batch with the kernel size its largest sigma needs: other far taps (< 1e-7 of the peak)
+    torch.testing.assert_close(views, views_eager, rtol=0, atol=1e-5)
     keys = [k for k in OMEGA_KEYS if k != "color_diff"]
-    assert torch.equal(select_omega(omega_chunked, keys), select_omega(omega, keys))
-    torch.testing.assert_close(omega_chunked, omega, rtol=0, atol=1e-6)  # channel means summed in another order
+    assert torch.equal(select_omega(omega, keys), select_omega(omega_eager, keys))
+    torch.testing.assert_close(omega, omega_eager, rtol=0, atol=1e-6)  # channel means summed in another order
 
 
-def test_render_order_is_a_permutation_grouping_resize_kind_and_jitter() -> None:
+def test_render_order_puts_jittered_samples_first_grouped_by_op_order() -> None:
+    from cassle.augment.functional import jitter_order_code
     from cassle.augment.render import render_order
 
-    sampler = ViewSampler(32)
-    params = sampler.sample(torch.tensor([[40, 48]] * 50), gen(23))
-    antialias = params.crop[:, 2:].amax(dim=1) > 32
-    order = render_order(params, antialias, chunk=8)
+    params = ViewSampler(32).sample(torch.tensor([[40, 48]] * 50), gen(23))
+    order = render_order(params)
     assert torch.equal(order.sort().values, torch.arange(50))
-    chunks = order.split(8)
-    assert 0 < antialias.sum() < 50
-    for first, second in zip(chunks, chunks[1:]):  # resize kinds sorted across chunks (bilinear first)
-        assert antialias[first].max() <= antialias[second].min()
-    for chunk in chunks:  # within each chunk the jittered samples come first
-        jittered = params.jitter[chunk].tolist()
-        assert jittered == sorted(jittered, reverse=True)
+    jittered = params.jitter[order]
+    assert 0 < jittered.sum() < 50 and jittered.tolist() == sorted(jittered.tolist(), reverse=True)
+    codes = jitter_order_code(params.order[order])[jittered].tolist()
+    assert codes == sorted(codes)
+
+
+def _render_in_forked_child(images: torch.Tensor, connection) -> None:  # noqa: ANN001 - a multiprocessing Connection
+    torch.set_num_threads(1)  # as in a DataLoader worker (torch's own ops need it after a fork)
+    views, omega = ViewSampler(32)(images, generator=gen(25))
+    connection.send((views.numpy(), omega.numpy()))  # plain arrays: torch would share the storage with the parent
+
+
+def test_fused_renderer_works_in_a_forked_child_after_the_parent_used_it() -> None:
+    """numba's OpenMP layer would kill a forked child that renders (e.g. a DataLoader worker); the workqueue layer,
+    which cassle.augment.fused selects, renders there the views of the parent."""
+    import multiprocessing
+
+    images = torch.randint(0, 256, (8, 3, 40, 40), dtype=torch.uint8, generator=gen(24))
+    views, omega = ViewSampler(32)(images, generator=gen(25))
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_render_in_forked_child, args=(images, send))
+    child.start()
+    send.close()  # so that a child that dies closes the pipe
+    try:
+        child_views, child_omega = receive.recv() if receive.poll(60) else (None, None)
+    except EOFError:
+        child_views = None
+    child.join(10)
+    assert child_views is not None and child.exitcode == 0, f"the forked child failed (exit code {child.exitcode})"
+    assert torch.equal(torch.from_numpy(child_views), views) and torch.equal(torch.from_numpy(child_omega), omega)

@@ -59,6 +59,13 @@ def adjust_saturation(x: Tensor, factor: Tensor) -> Tensor:
 _HUE_CHANNEL_SHIFT = (5.0, 3.0, 1.0)  # HSV -> RGB: channel c is a trapezoid of (h6 + n_c) mod 6, for R, G, B
 
 
+def hue_offsets(shift: Tensor) -> Tensor:
+    """Per-sample, per-channel offsets ``o_c = ((n_c + 6 * shift) mod 6) - 5`` of the hue rotation (``N x 3``,
+    float32; see ``adjust_hue``)."""
+    channel_shift = torch.tensor(_HUE_CHANNEL_SHIFT, dtype=torch.float32, device=shift.device)
+    return (channel_shift + 6.0 * shift.to(torch.float32).unsqueeze(1)).remainder_(6.0).sub_(5.0)
+
+
 def adjust_hue(x: Tensor, shift: Tensor) -> Tensor:
     """Rotate hue by ``shift`` (fraction of a turn, in [-0.5, 0.5]) per sample, keeping HSV saturation and value;
     in place on x.
@@ -83,9 +90,7 @@ def adjust_hue(x: Tensor, shift: Tensor) -> Tensor:
     h6.lerp_(part, mask)
     torch.sub(g, b, out=part).mul_(inv_span)  # max is r; r wins ties, as in torchvision
     h6.lerp_(part, torch.eq(r, maxc, out=mask))
-    channel_shift = torch.tensor(_HUE_CHANNEL_SHIFT, dtype=x.dtype, device=x.device)
-    offset = (channel_shift + 6.0 * shift.to(x.dtype).unsqueeze(1)).remainder_(6.0).sub_(5.0)
-    torch.add(h6.unsqueeze(1), offset.view(-1, 3, 1, 1), out=x)
+    torch.add(h6.unsqueeze(1), hue_offsets(shift).to(x.dtype).view(-1, 3, 1, 1), out=x)
     x.abs_().sub_(3.0).abs_().clamp_(1.0, 2.0)  # x = 2 - ramp
     low = torch.add(maxc, span, alpha=-2.0, out=inv_span)  # max - span * (2 - x) = (max - 2 span) + span * x
     return torch.addcmul(low.unsqueeze(1), span.unsqueeze(1), x, out=x)
@@ -146,6 +151,17 @@ resolution of the result: ``blur_kernel_size`` skips them."""
 def blur_kernel_size(sigma: float, kernel_size: int) -> int:
     """The odd kernel size, at most ``kernel_size``, that covers ``BLUR_TAIL_SIGMAS`` sigmas on each side."""
     return 2 * min(kernel_size // 2, math.ceil(BLUR_TAIL_SIGMAS * sigma)) + 1
+
+
+def blur_kernel_table(sigma: Tensor, blur: Tensor, kernel_size: int) -> tuple[Tensor, Tensor]:
+    """Per sample, its own Gaussian kernel (``gaussian_kernels`` of width ``blur_kernel_size``), left-aligned in
+    an ``N x width`` table, and the widths (``N``, int64; 0 where not ``blur``)."""
+    widths = [blur_kernel_size(s, kernel_size) if b else 0 for s, b in zip(sigma.tolist(), blur.tolist())]
+    table = torch.zeros(len(widths), max(widths, default=0), dtype=torch.float32, device=sigma.device)
+    for width in set(widths) - {0}:
+        rows = torch.tensor([i for i, w in enumerate(widths) if w == width], device=sigma.device)
+        table[rows, :width] = gaussian_kernels(sigma[rows], width)
+    return table, torch.tensor(widths, dtype=torch.int64, device=sigma.device)
 
 
 def gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:

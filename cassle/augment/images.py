@@ -32,6 +32,12 @@ def _check_dtype(dtype: torch.dtype) -> None:
         raise ValueError(f"images must be uint8 (0..255) or floating point (0..1), got dtype {dtype}")
 
 
+def value_scale(images: Images) -> float:
+    """The factor from the images' values to [0, 1]: 1/255 for uint8, else 1."""
+    dtype = images.dtype if isinstance(images, Tensor) else images[0].dtype
+    return 1.0 / 255.0 if dtype == torch.uint8 else 1.0
+
+
 def load_sources(images: Images, idx: Tensor, crop: Tensor, min_size: tuple[int, int] = (1, 1)) -> tuple[Tensor, float]:
     """The sources of samples ``idx`` (crop boxes ``crop``: ``M x 4`` top, left, height, width) as one float32
     ``M x 3 x H x W`` tensor, unscaled, and the scale to [0, 1] (1/255 for uint8 images, left to the resize).
@@ -40,13 +46,12 @@ def load_sources(images: Images, idx: Tensor, crop: Tensor, min_size: tuple[int,
     tensor of at least ``min_size`` (a loop over images, input marshalling only).
     """
     if isinstance(images, Tensor):
-        src, dtype = images.index_select(0, idx).to(torch.float32), images.dtype
+        src = images.index_select(0, idx).to(torch.float32)
     else:
         height, width = (max(int(v), m) for v, m in zip(crop[:, 2:].amax(dim=0), min_size))
-        dtype = images[0].dtype
         src = torch.empty(len(idx), 3, height, width, dtype=torch.float32, device=images[0].device)
         for i, (k, (top, left, h, w)) in enumerate(zip(idx.tolist(), crop.tolist())):
             src[i, :, :h, :w] = images[k][:, top : top + h, left : left + w]
             src[i, :, h:].zero_()  # padding weighs 0 when read, but must be finite (0 * NaN = NaN)
             src[i, :, :h, w:].zero_()
-    return src, 1.0 / 255.0 if dtype == torch.uint8 else 1.0
+    return src, value_scale(images)

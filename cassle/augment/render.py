@@ -1,9 +1,8 @@
-"""Rendering views from their parameters: crop + resize + flip, colour jitter, grayscale and blur, in chunks.
+"""Rendering views from their parameters: crop + resize + flip, colour jitter, grayscale and blur.
 
-Samples are rendered in an order that groups those sharing work (``render_order``). On the CPU they are rendered in
-chunks small enough for every stage to work in the cache (``CPU_CHUNK_PIXELS``); on other devices the whole batch
-is one chunk. The bilinear sampling positions and the flags (on the host) are computed once per batch, the
-antialiasing taps once per chunk.
+On the CPU one numba kernel renders each view (``cassle.augment.fused``, while ``FUSED_CPU``). On other devices
+the batch goes through the stages one after the other with eager PyTorch ops (``resize``, ``functional``), its
+samples in an order that groups those sharing work (``render_order``).
 """
 
 from __future__ import annotations
@@ -15,8 +14,16 @@ import torch
 from torch import Tensor
 from torch.profiler import record_function
 
-from cassle.augment.functional import blur_kernel_size, color_jitter, gaussian_blur, jitter_order_code, to_gray
-from cassle.augment.images import Images, load_sources
+from cassle.augment.functional import (
+    blur_kernel_size,
+    blur_kernel_table,
+    color_jitter,
+    gaussian_blur,
+    jitter_order_code,
+    to_gray,
+)
+from cassle.augment.fused import render_views
+from cassle.augment.images import Images, load_sources, value_scale
 from cassle.augment.params import ViewParams
 from cassle.augment.resize import (
     antialias_tap_count,
@@ -24,25 +31,51 @@ from cassle.augment.resize import (
     antialiased_crop,
     bilinear_crop,
     bilinear_positions,
+    bilinear_taps,
     needs_antialias,
 )
 
-CPU_CHUNK_PIXELS = 4 * 224 * 224
-"""On the CPU, views are rendered in chunks of about this many pixels per intra-op thread (four 224 px views,
-2.4 MB of float32 RGB): small enough for the stages of a chunk to stay in the caches, large enough for few calls
-(the per-call costs of many small ops, and of the blur convolutions, dominate below); measured on the development
-machine (2 to 16 views per thread at 224 px are within a few percent)."""
+FUSED_CPU = True
+"""Render CPU views with the numba kernel (``cassle.augment.fused``), several times faster than the eager ops of
+the other devices, which render them when this is False (the tests hold the two paths to each other)."""
 
 
-def render_order(p: ViewParams, antialias: Tensor, chunk: int) -> Tensor:
-    """A permutation of the samples that groups those sharing work, for rendering in chunks of ``chunk``: by resize
-    kind and crop size (few kinds per chunk, little padding when a list is packed), then within each chunk
-    jittered first, by ``jitter_order_code`` (few runs of samples sharing an op at each jitter step)."""
-    crop_side = p.crop[:, 2:].amax(dim=1)
-    order = torch.argsort(antialias.to(torch.int64) * (crop_side.max() + 1) + crop_side, stable=True)
-    position = torch.arange(len(order), device=order.device) // chunk
-    key = (position * 2 + (~p.jitter[order]).to(torch.int64)) * 1024 + jitter_order_code(p.order[order])
-    return order[torch.argsort(key, stable=True)]
+def render(images: Images, p: ViewParams, size: int, antialias: bool, blur_kernel: int) -> tuple[Tensor, Tensor]:
+    """Views ``N x 3 x size x size`` (float32 in [0, 1]) and color_diff ``N x 3`` of the samples ``p`` (on the
+    images' device) of ``images``."""
+    if FUSED_CPU and p.crop.device.type == "cpu":
+        with record_function("ViewSampler.render"):
+            return _render_fused(images, p, size, antialias, blur_kernel)
+    plan = _plan(images, p, size, antialias)
+    x, color_diff = _crop_and_color(images, plan, size)
+    with record_function("ViewSampler.blur"):
+        _blur(x, plan, blur_kernel)
+    inverse = torch.argsort(plan.order)
+    return x.index_select(0, inverse), color_diff.index_select(0, inverse)
+
+
+def _render_fused(images: Images, p: ViewParams, size: int, antialias: bool, blur_kernel: int
+                  ) -> tuple[Tensor, Tensor]:
+    """``render`` by the numba kernel, which reads the sources in place (no copies of crop regions)."""
+    n = len(p)
+    # both axes in one call, rows (y) first: start, length and extent of each box, mirrored where flipped (x)
+    start, length = p.crop[:, :2].T.reshape(-1), p.crop[:, 2:].T.reshape(-1)
+    mirror = torch.cat((torch.zeros_like(p.flip), p.flip))
+    if antialias:  # torchvision's antialiased filter is the bilinear one on an axis that is not downscaled
+        taps = antialias_taps(start, length, p.src_size.T.reshape(-1) - start, size,
+                              antialias_tap_count(length, size), mirror)
+    else:
+        taps = bilinear_taps(bilinear_positions(start, length, size, mirror), start + length)
+    index, weight = taps
+    y, x = (index[:n], weight[:n]), (index[n:], weight[n:])
+    return render_views(images, y, x, value_scale(images), p.jitter, p.factors, p.order, p.grayscale,
+                        blur_kernel_table(p.sigma, p.blur, blur_kernel))
+
+
+def render_order(p: ViewParams) -> Tensor:
+    """A permutation of the samples for the eager path: jittered first, by ``jitter_order_code`` (few runs of
+    samples sharing an op at each jitter step)."""
+    return torch.argsort((~p.jitter).to(torch.int64) * 1024 + jitter_order_code(p.order), stable=True)
 
 
 @dataclass(frozen=True)
@@ -57,11 +90,11 @@ class _Plan:
     y: Tensor  # bilinear row positions, N x size
 
 
-def _plan(images: Images, p: ViewParams, size: int, antialias: bool, chunk: int) -> _Plan:
-    aa = needs_antialias(p.crop[:, 2], p.crop[:, 3], size, antialias)
-    order = render_order(p, aa, chunk)
+def _plan(images: Images, p: ViewParams, size: int, antialias: bool) -> _Plan:
+    order = render_order(p)
     q = p.select(order)
-    flags = {"antialias": aa[order].tolist(), "jitter": q.jitter.tolist(), "grayscale": q.grayscale.tolist(),
+    aa = needs_antialias(q.crop[:, 2], q.crop[:, 3], size, antialias)
+    flags = {"antialias": aa.tolist(), "jitter": q.jitter.tolist(), "grayscale": q.grayscale.tolist(),
              "blur": q.blur.tolist(), "sigma": q.sigma.tolist()}
     # a list is loaded as crop regions at the origin, a batch tensor whole (load_sources)
     origin = q.crop[:, :2] if isinstance(images, Tensor) else torch.zeros_like(q.crop[:, :2])
@@ -70,29 +103,11 @@ def _plan(images: Images, p: ViewParams, size: int, antialias: bool, chunk: int)
     return _Plan(order, q, flags, origin, x, y)
 
 
-def render(images: Images, p: ViewParams, size: int, antialias: bool, blur_kernel: int) -> tuple[Tensor, Tensor]:
-    """Views ``N x 3 x size x size`` (float32 in [0, 1]) and color_diff ``N x 3`` of the samples ``p`` (on the
-    images' device) of ``images``."""
-    n, device = len(p), p.crop.device
-    chunk = n if device.type != "cpu" else max(1, CPU_CHUNK_PIXELS * torch.get_num_threads() // size**2)
-    plan = _plan(images, p, size, antialias, chunk)
-    views = torch.empty(n, 3, size, size, dtype=torch.float32, device=device)
-    color_diff = torch.empty(n, 3, dtype=torch.float32, device=device)
-    for start in range(0, n, chunk):
-        rows = slice(start, min(start + chunk, n))
-        x, color_diff[rows] = _render_chunk(images, plan, rows, size)
-        with record_function("ViewSampler.blur"):
-            _blur(x, plan, rows, blur_kernel)
-        views.index_copy_(0, plan.order[rows], x)
-    return views, color_diff.index_select(0, torch.argsort(plan.order))
-
-
-def _render_chunk(images: Images, plan: _Plan, rows: slice, size: int) -> tuple[Tensor, Tensor]:
-    """Cropped, jittered and grayscaled views of the samples at rendering positions ``rows``, and color_diff."""
-    c, flags = plan.params.select(rows), {name: values[rows] for name, values in plan.flags.items()}
+def _crop_and_color(images: Images, plan: _Plan, size: int) -> tuple[Tensor, Tensor]:
+    """Cropped, jittered and grayscaled views in rendering order, and their color_diff."""
+    c, flags = plan.params, plan.flags
     with record_function("ViewSampler.crop"):
-        parts = [(index, _crop(images, plan, _shift(index, rows.start), kind))
-                 for kind in sorted(set(flags["antialias"]))
+        parts = [(index, _crop(images, plan, index, kind)) for kind in sorted(set(flags["antialias"]))
                  if (index := _where([a == kind for a in flags["antialias"]], c.crop.device)) is not None]
         x = parts[0][1]
         if len(parts) > 1:
@@ -134,13 +149,13 @@ def _crop(images: Images, plan: _Plan, sub: slice | Tensor, antialias: bool) -> 
                             antialias_taps(top, height, y_limit, size, taps[0]), scale)
 
 
-def _blur(x: Tensor, plan: _Plan, rows: slice, blur_kernel: int) -> None:
-    """Blur, in place, the views ``x`` at rendering positions ``rows`` that are to be blurred, with one kernel size:
-    the largest one their sigmas need."""
-    blur, sigma = plan.flags["blur"][rows], plan.flags["sigma"][rows]
+def _blur(x: Tensor, plan: _Plan, blur_kernel: int) -> None:
+    """Blur, in place, the views ``x`` (in rendering order) that are to be blurred, with one kernel size: the
+    largest one their sigmas need."""
+    blur, sigma = plan.flags["blur"], plan.flags["sigma"]
     if (index := _where(blur, x.device)) is not None:
         width = blur_kernel_size(max(s for s, b in zip(sigma, blur) if b), blur_kernel)
-        sigmas = _take(plan.params.sigma, _shift(index, rows.start))
+        sigmas = _take(plan.params.sigma, index)
         _update(x, index, lambda v: gaussian_blur(v, sigmas, width))
 
 
@@ -152,11 +167,6 @@ def _where(flags: list[bool], device: torch.device) -> slice | Tensor | None:
     if pos[-1] - pos[0] + 1 == len(pos):
         return slice(pos[0], pos[-1] + 1)
     return torch.tensor(pos, device=device)
-
-
-def _shift(index: slice | Tensor, offset: int) -> slice | Tensor:
-    """An index into a slice of a tensor starting at ``offset``, as an index into the whole tensor."""
-    return slice(index.start + offset, index.stop + offset) if isinstance(index, slice) else index + offset
 
 
 def _take(x: Tensor, index: slice | Tensor) -> Tensor:

@@ -3,7 +3,8 @@
 Per axis, the sampling is described once per batch (``bilinear_positions``, ``antialias_taps``) and applied to
 float32 sources ``N x 3 x H x W`` (``images.load_sources``) by ``bilinear_crop`` or ``antialiased_crop``;
 ``scale`` multiplies the result (1/255 for uint8 sources converted to float unscaled: cheaper on the output, or
-free in the resampling weights).
+free in the resampling weights). The CPU kernel (``cassle.augment.fused``) takes the same sampling as taps
+(``bilinear_taps``, ``antialias_taps``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,15 @@ def bilinear_positions(start: Tensor, length: Tensor, size: int, mirror: Tensor 
     return torch.minimum(torch.maximum(first + u * length - 0.5, first), first + length - 1.0)
 
 
+def bilinear_taps(positions: Tensor, end: Tensor) -> tuple[Tensor, Tensor]:
+    """The two taps (source indices and weights, ``N x size x 2``) of bilinear sampling at ``positions``
+    (``bilinear_positions``), indices kept below ``end`` (``N``; the second tap weighs 0 where it would reach it)."""
+    first = positions.floor()
+    frac = positions - first
+    second = torch.minimum(first + 1.0, end.to(first.dtype).unsqueeze(1) - 1.0)
+    return torch.stack((first, second), dim=2).to(torch.int64), torch.stack((1.0 - frac, frac), dim=2)
+
+
 def bilinear_crop(src: Tensor, x: Tensor, y: Tensor, scale: float = 1.0) -> Tensor:
     """Views ``N x 3 x S x S`` sampled bilinearly from ``src`` at columns ``x`` and rows ``y`` (``N x S`` source
     pixel coordinates, ``bilinear_positions``): torchvision's ``resized_crop`` with ``antialias=False``, equal to its
@@ -60,8 +70,8 @@ def antialias_taps(start: Tensor, length: Tensor, limit: Tensor, size: int, taps
     Output pixel i is centred at ``c = s (i + 0.5)`` (s = length / size) and weighs the box pixels ``j`` in
     ``[trunc(c - r + 0.5), trunc(c + r + 0.5))`` (r = max(s, 1)) by the triangle ``1 - |j + 0.5 - c| / r``,
     normalised. Each output pixel reads ``taps`` consecutive pixels ``j`` (``antialias_tap_count``), moved left
-    where they would reach ``limit`` (the box-relative end of the readable source, at least ``taps``); those
-    outside the triangle weigh 0.
+    where they would reach ``limit`` (the box-relative end of the readable source); those outside the triangle
+    weigh 0, and indices below 0 (a source shorter than ``taps``) are clamped to 0.
     """
     dev = start.device
     length, limit = length.to(torch.float64).unsqueeze(1), limit.to(torch.float64).unsqueeze(1)
@@ -74,7 +84,7 @@ def antialias_taps(start: Tensor, length: Tensor, limit: Tensor, size: int, taps
     weight = (1.0 - (j + 0.5 - centre.unsqueeze(2)).abs_() / radius.unsqueeze(2)).clamp_min_(0.0)
     weight = torch.where((j >= first.unsqueeze(2)) & (j < stop.unsqueeze(2)), weight, 0.0)
     weight = (weight / weight.sum(dim=2, keepdim=True)).to(torch.float32)
-    index = j.to(torch.int64) + start.to(torch.int64).view(-1, 1, 1)
+    index = (j.to(torch.int64) + start.to(torch.int64).view(-1, 1, 1)).clamp_min_(0)
     if mirror is not None:
         flipped = mirror.view(-1, 1, 1)
         index, weight = torch.where(flipped, index.flip(1), index), torch.where(flipped, weight.flip(1), weight)
