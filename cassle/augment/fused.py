@@ -42,12 +42,12 @@ _LOCK = threading.Lock()
 """The workqueue threading layer must not be entered by two Python threads at once."""
 
 
-@njit(inline="always", fastmath=True)
+@njit(fastmath=True)
 def _clamp(v):
     return min(max(v, _ZERO), _ONE)
 
 
-@njit(inline="always", fastmath=True)
+@njit(fastmath=True)
 def _transpose_clamped(a, out):
     """``out = clamp(a.T, 0, 1)`` for 2-D arrays, in tiles that stay in the L1 cache."""
     tile = 16
@@ -58,7 +58,7 @@ def _transpose_clamped(a, out):
                     out[j, i] = _clamp(a[i, j])
 
 
-@njit(inline="always", fastmath=True)
+@njit(fastmath=True)
 def _resample(src, y_index, y_weight, x_index, x_weight, scale, view):
     """``view`` (3 x S x S) from ``src`` (3 x H x W): along y over the columns the x taps read, then along x.
     Both passes run along contiguous memory (vectorised), the second on transposed rows."""
@@ -90,13 +90,13 @@ def _resample(src, y_index, y_weight, x_index, x_weight, scale, view):
         _transpose_clamped(out, view[c])
 
 
-@njit(inline="always", fastmath=True)
+@njit(fastmath=True)
 def _hue_channel(h6, offset, low, span):
     """One output channel of the hue rotation (see functional.adjust_hue for the formula)."""
     return _clamp(low + span * min(max(abs(abs(h6 + offset) - _THREE), _ONE), _TWO))  # [0, 1] after rounding
 
 
-@njit(inline="always", fastmath=True)
+@njit(fastmath=True)
 def _jitter_op(op, f, offsets, mean, v, hw):
     """Jitter op ``op`` with factor ``f`` on the view ``v`` (3 planes of ``hw`` floats, flattened), in place.
     ``mean``: the view's mean luma (contrast); ``offsets``: the per-channel hue offsets (hue)."""
@@ -132,7 +132,7 @@ def _jitter_op(op, f, offsets, mean, v, hw):
             v[2 * hw + p] = _hue_channel(h6, o2, low, span)
 
 
-@njit(inline="always", fastmath=True)
+@njit(fastmath=True)
 def _channel_means(v, hw, out):
     s0 = s1 = s2 = 0.0
     for p in range(hw):
@@ -142,7 +142,7 @@ def _channel_means(v, hw, out):
     out[0], out[1], out[2] = s0 / hw, s1 / hw, s2 / hw
 
 
-@njit(inline="always", fastmath=True)
+@njit(fastmath=True)
 def _jitter(v, hw, factors, order, offsets, color_diff):
     """Colour jitter in the view's op order, in place; color_diff = channel means before minus after."""
     before, after = np.empty(3), np.empty(3)
@@ -161,7 +161,7 @@ def _jitter(v, hw, factors, order, offsets, color_diff):
         color_diff[c] = before[c] - after[c]
 
 
-@njit(inline="always", fastmath=True)
+@njit(fastmath=True)
 def _grayscale(v, hw):
     for p in range(hw):
         luma = v[p] * _W0 + v[hw + p] * _W1 + v[2 * hw + p] * _W2
@@ -170,12 +170,12 @@ def _grayscale(v, hw):
         v[2 * hw + p] = luma
 
 
-@njit(inline="always", fastmath=True)
+@njit(fastmath=True)
 def _reflect(i, n):
     return -i if i < 0 else (2 * (n - 1) - i if i >= n else i)
 
 
-@njit(inline="always", fastmath=True)
+@njit(fastmath=True)
 def _blur(view, kernel, width):
     """Separable Gaussian blur with reflect padding (torchvision's), in place, clamped to [0, 1]."""
     size, pad = view.shape[1], width // 2
