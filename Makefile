@@ -12,7 +12,7 @@ help:  ## list the targets
 venv:  ## create or refresh .venv from constraints.txt (cached outside the clone)
 	@bash tools/venv.sh $(VENV)
 
-demo: venv  ## run the whole workflow on the embedded synthetic dataset (no download; about 5 min on 2 cores)
+demo: venv  ## run the whole workflow on the embedded synthetic dataset (no download; about 6 min on 2 cores)
 	$(PY) -m cassle demo
 
 test: venv  ## run the test suite

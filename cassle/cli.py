@@ -79,7 +79,7 @@ def build_parser(eval_tasks: Iterable[str] | None = None) -> argparse.ArgumentPa
     demo = commands.add_parser("demo", help="run the whole workflow on the embedded synthetic dataset (no download)",
                                description="Run the Snakemake DAG of config/demo.yaml: every framework x variant "
                                "pretrained for a few steps on the procedural `synthetic` dataset, every evaluation that "
-                               "runs on it, the tables, figures, Snakemake report and MLflow store (about 5 minutes on 2 "
+                               "runs on it, the tables, figures, Snakemake report and MLflow store (about 6 minutes on 2 "
                                "CPU cores). Results land in WORKDIR/results/demo.")
     demo.add_argument("--workdir", type=Path, default=Path("."), help="folder holding results/demo (default: .)")
     demo.add_argument("--cores", type=int, default=2, help="CPU cores Snakemake may use (default: 2)")
