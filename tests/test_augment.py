@@ -478,3 +478,23 @@ def test_fused_renderer_works_in_a_forked_child_after_the_parent_used_it() -> No
     child.join(10)
     assert child_views is not None and child.exitcode == 0, f"the forked child failed (exit code {child.exitcode})"
     assert torch.equal(torch.from_numpy(child_views), views) and torch.equal(torch.from_numpy(child_omega), omega)
+
+
+def test_fused_renderer_serves_several_python_threads_at_once() -> None:
+    """numba's workqueue layer aborts the process when two threads enter it; the renderer serialises them."""
+    import threading
+
+    images = torch.randint(0, 256, (32, 3, 40, 40), dtype=torch.uint8, generator=gen(26))
+    sampler = ViewSampler(32)
+    expected, _ = sampler(images, generator=gen(27))
+    results: list[torch.Tensor] = []
+
+    def render_several() -> None:
+        results.extend(sampler(images, generator=gen(27))[0] for _ in range(5))
+
+    threads = [threading.Thread(target=render_several) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 20 and all(torch.equal(views, expected) for views in results)
