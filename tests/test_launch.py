@@ -251,6 +251,27 @@ def test_sigterm_cancels_the_job(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert len(job_folders(out)) == 2 and read_json(out / "metrics.json")["steps"] == STEPS
 
 
+def waits_for_a_lock(pid: int) -> bool:
+    """Whether process ``pid`` is blocked on a file lock (a ``->`` waiter line of /proc/locks)."""
+    return any("->" in line and line.split()[5] == str(pid) for line in Path("/proc/locks").read_text().splitlines())
+
+
+def test_a_signal_while_waiting_for_the_lock_submits_nothing(tmp_path: Path) -> None:
+    """Another launcher holds the job folder's lock; SIGINT to this one, still waiting, means no job at all (it used
+    to submit the job when it got the lock, then cancel it)."""
+    from cassle.io import exclusive_lock
+
+    out = tmp_path / "run"
+    with exclusive_lock(out / "work" / ".launch.lock"):
+        launcher = launch_subprocess(out, tmp_path)
+        wait_for(lambda: waits_for_a_lock(launcher.pid), "the launcher to wait for the lock", launcher)
+        launcher.send_signal(signal.SIGINT)
+        time.sleep(0.5)  # the signal is recorded while flock() still blocks
+    assert launcher.wait(timeout=60) == 128 + signal.SIGINT
+    assert "SIGINT received before submission: nothing submitted" in (tmp_path / "launch.err").read_text()
+    assert not (out / "work" / "job.json").exists() and not (out / "work" / "submitit").exists()
+
+
 @pytest.mark.slow
 def test_one_task_per_gpu_share_submitits_distributed_environment(tmp_path: Path) -> None:
     """--gpus 2 starts two tasks; on this CPU-only machine they train as two gloo processes (world size 2)."""

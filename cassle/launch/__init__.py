@@ -98,7 +98,12 @@ def run(args: argparse.Namespace) -> int:
     _preflight(argv)
     poll_s = args.poll_s or DEFAULT_POLL_S[args.launcher]
     with _recording_signals() as received:
-        handle = _submit_or_attach(argv, args.launcher, args.job_dir, resources, args.max_requeues)
+        handle = _submit_or_attach(argv, args.launcher, args.job_dir, resources, args.max_requeues, received)
+        if handle is None:  # a signal came while this process waited for the job folder's lock
+            signum = received()
+            print(f"cassle launch: {signal.Signals(signum).name} received before submission: nothing submitted",
+                  file=sys.stderr, flush=True)
+            return 128 + signum
         return _wait(handle, poll_s, received)
 
 
@@ -194,12 +199,16 @@ def _locked(job_dir: Path) -> Iterator[None]:
 
 
 def _submit_or_attach(argv: list[str], launcher: str, job_dir: Path, resources: Resources,
-                      max_requeues: int) -> JobHandle:
+                      max_requeues: int, received: Callable[[], int | None]) -> JobHandle | None:
+    """The job for ``argv`` in ``job_dir``: the active one that runs it, else a new submission; None, submitting
+    nothing, when SIGINT/SIGTERM came while this process waited for the folder's lock."""
     from cassle.launch.jobs import attach, read_record, submit, submitit_folder
     from cassle.launch.resources import make_executor
     from cassle.launch.task import CassleTask
 
     with _locked(job_dir):
+        if received() is not None:
+            return None
         record = read_record(job_dir)
         old = attach(record, job_dir) if record is not None else None
         if old is not None and old.is_active():
