@@ -4,6 +4,10 @@ application rates and parameter ranges, determinism, and the omega helpers."""
 from __future__ import annotations
 
 import math
+import multiprocessing
+import subprocess
+import sys
+import threading
 
 import pytest
 import torch
@@ -462,8 +466,6 @@ def _render_in_forked_child(images: torch.Tensor, connection) -> None:  # noqa: 
 def test_fused_renderer_works_in_a_forked_child_after_the_parent_used_it() -> None:
     """numba's OpenMP layer would kill a forked child that renders (e.g. a DataLoader worker); the workqueue layer,
     which cassle.augment.fused selects, renders there the views of the parent."""
-    import multiprocessing
-
     images = torch.randint(0, 256, (8, 3, 40, 40), dtype=torch.uint8, generator=gen(24))
     views, omega = ViewSampler(32)(images, generator=gen(25))
     context = multiprocessing.get_context("fork")
@@ -482,8 +484,6 @@ def test_fused_renderer_works_in_a_forked_child_after_the_parent_used_it() -> No
 
 def test_fused_renderer_serves_several_python_threads_at_once() -> None:
     """numba's workqueue layer aborts the process when two threads enter it; the renderer serialises them."""
-    import threading
-
     images = torch.randint(0, 256, (32, 3, 40, 40), dtype=torch.uint8, generator=gen(26))
     sampler = ViewSampler(32)
     expected, _ = sampler(images, generator=gen(27))
@@ -498,3 +498,22 @@ def test_fused_renderer_serves_several_python_threads_at_once() -> None:
     for thread in threads:
         thread.join()
     assert len(results) == 20 and all(torch.equal(views, expected) for views in results)
+
+
+def test_gpu_rendering_needs_no_numba() -> None:
+    """Only the CPU renderer imports numba: cassle.augment and the eager path work where it is missing (the GPU
+    machines that run bench/gpu.sh with their own PyTorch)."""
+    code = ("import sys; sys.modules['numba'] = None\n"
+            "import torch, cassle.augment.render as render\n"
+            "from cassle.augment import ViewSampler\n"
+            "render.FUSED_CPU = False\n"
+            "views, omega = ViewSampler(16)(torch.rand(4, 3, 20, 20))\n"
+            "assert views.shape == (4, 3, 16, 16) and 'cassle.augment.fused' not in sys.modules\n"
+            "render.FUSED_CPU = True\n"
+            "try:\n"
+            "    ViewSampler(16)(torch.rand(4, 3, 20, 20))\n"
+            "except ImportError:\n"
+            "    print('fused path needs numba')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "fused path needs numba"

@@ -22,7 +22,6 @@ from cassle.augment.functional import (
     jitter_order_code,
     to_gray,
 )
-from cassle.augment.fused import render_views
 from cassle.augment.images import Images, load_sources, value_scale
 from cassle.augment.params import ViewParams
 from cassle.augment.resize import (
@@ -57,6 +56,7 @@ def render(images: Images, p: ViewParams, size: int, antialias: bool, blur_kerne
 def _render_fused(images: Images, p: ViewParams, size: int, antialias: bool, blur_kernel: int
                   ) -> tuple[Tensor, Tensor]:
     """``render`` by the numba kernel, which reads the sources in place (no copies of crop regions)."""
+    from cassle.augment.fused import render_views  # numba is needed only here: a GPU-only machine may lack it
     n = len(p)
     # both axes in one call, rows (y) first: start, length and extent of each box, mirrored where flipped (x)
     start, length = p.crop[:, :2].T.reshape(-1), p.crop[:, 2:].T.reshape(-1)
