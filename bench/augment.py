@@ -15,7 +15,6 @@ other devices instead of its numba kernel (``cassle.augment.render.FUSED_CPU = F
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import json
 import math
@@ -23,7 +22,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -173,20 +172,14 @@ def timed(fns: dict[str, Callable[[], object]], device: torch.device, warmup: in
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-@contextlib.contextmanager
-def eager_ops() -> Iterator[None]:
-    """ViewSampler renders CPU views with the eager ops of other devices instead of its numba kernel."""
-    saved, render.FUSED_CPU = render.FUSED_CPU, False
-    try:
-        yield
-    finally:
-        render.FUSED_CPU = saved
-
-
 def eager(sample: Callable[[], object]) -> Callable[[], object]:
+    """``sample`` with ViewSampler rendering CPU views by the eager ops of other devices, not its numba kernel."""
     def run() -> object:
-        with eager_ops():
+        saved, render.FUSED_CPU = render.FUSED_CPU, False
+        try:
             return sample()
+        finally:
+            render.FUSED_CPU = saved
     return run
 
 
