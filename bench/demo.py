@@ -19,8 +19,8 @@ from pathlib import Path
 
 import yaml
 
-from cassle.plan import plan_runs
-from cassle.provenance import device_description, git_sha
+from cassle.apps.plan import plan_runs
+from cassle.core.provenance import device_description, git_sha
 
 REPO = Path(__file__).resolve().parents[1]
 BUDGET_S = 600.0

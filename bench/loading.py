@@ -31,11 +31,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from augment import ReferenceDesign, cpu_name, make_sources
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.functional import pil_to_tensor
 
-from augment import ReferenceDesign, cpu_name, make_sources
 from cassle.augment import ViewSampler
 from cassle.data.folders import open_rgb
 from cassle.data.pretrain import collate_images

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
+from cassle.apps.engine.trainer import Trainer
 from cassle.config import FRAMEWORKS, VARIANTS, resolve
+from cassle.core.provenance import device_description, git_sha
 from cassle.nets import build_backbone
-from cassle.provenance import device_description, git_sha
-from cassle.train.loop import Trainer
 
 
 def synchronize(device: torch.device) -> None:

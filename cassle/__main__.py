@@ -1,5 +1,5 @@
 """`python -m cassle` is the `cassle` command."""
 
-from cassle.cli import main
+from cassle.apps.cli import main
 
 raise SystemExit(main())

@@ -12,27 +12,25 @@ import difflib
 import math
 import re
 import reprlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from cassle.methods import METHODS, framework_defaults
+from cassle.augment import OMEGA_KEYS
+from cassle.core.optim import OPTIMIZERS
+from cassle.core.provenance import config_hash
+from cassle.data import get_dataset, list_datasets
+from cassle.methods import METHODS, VARIANTS, framework_defaults, get_method
+from cassle.nets import BACKBONES, INJECTIONS, ConditioningError
 
-FRAMEWORKS = tuple(METHODS)
-VARIANTS = ("vanilla", "augself", "cassle")
-BACKBONES = ("resnet18", "resnet50", "vit_small", "resnet_narrow")
-OMEGA_KEYS = ("blur", "color", "color_diff", "crop", "flip", "grayscale")
-INJECTIONS = ("cat", "add", "mul", "hypernet")
-OPTIMIZERS = ("sgd", "lars", "adamw")
 PRECISIONS = ("auto", "fp32", "bf16")
 COMPAT = ("original", "authors")
 # Keys that say where and how fast a run happens, not what it computes: left out of the experiment hash, so a run
 # resumes on another machine, with other paths or worker counts.
 RUNTIME_KEYS = frozenset({"data_root", "num_workers", "device", "log_every", "checkpoint_every"})
-IMAGE_SIZES = {"cifar10": 32, "cifar100": 32, "synthetic": 32, "stl10": 96}  # others: 224
 
 
 class ConfigError(ValueError):
@@ -49,8 +47,8 @@ class Field:
     check: Callable[[Any], str | None] | None = None  # returns what is allowed when the value is not
 
 
-def choice(options: Iterable[str]) -> Callable[[Any], str | None]:
-    options = tuple(options)
+def choice(options: Collection[str]) -> Callable[[Any], str | None]:
+    """A check of membership in `options`, read when a value is checked (a registry may grow after import)."""
     return lambda value: None if value in options else f"one of {', '.join(options)}"
 
 
@@ -101,8 +99,6 @@ def device_name(value: Any) -> str | None:
 
 
 def pretrain_dataset(value: Any) -> str | None:
-    from cassle.data.registry import list_datasets  # deferred: the registry imports torchvision
-
     names = list_datasets("pretrain")
     return None if value in names else f"a dataset registered for pretraining: one of {', '.join(names)}"
 
@@ -119,7 +115,7 @@ def augself_weights(value: Any) -> str | None:
 
 
 FIELDS: dict[str, Field] = {
-    "framework": Field(str, None, "SSL framework", choice(FRAMEWORKS)),
+    "framework": Field(str, None, "SSL framework", choice(METHODS)),
     "variant": Field(str, "vanilla", "vanilla, augself (auxiliary omega prediction) or cassle (conditioned "
                      "projector)", choice(VARIANTS)),
     "backbone": Field(str, None, "feature extractor", choice(BACKBONES)),
@@ -285,9 +281,9 @@ def resolve(raw: Mapping[str, Any]) -> dict[str, Any]:
     """Validate a flat mapping and fill every default: the result has every key of FIELDS."""
     config = {key: check_value(key, value) for key, value in flatten(raw).items()}
     if config.get("framework") is None:
-        raise ConfigError(f"config key 'framework' is required; one of {', '.join(FRAMEWORKS)}")
+        raise ConfigError(f"config key 'framework' is required; one of {', '.join(METHODS)}")
     defaults = framework_defaults(config["framework"])
-    defaults.setdefault("image_size", IMAGE_SIZES.get(config.get("dataset", FIELDS["dataset"].default), 224))
+    defaults.setdefault("image_size", get_dataset(config.get("dataset", FIELDS["dataset"].default)).image_size)
     for key, field in FIELDS.items():
         if config.get(key) is None:
             config[key] = defaults.get(key, field.default)
@@ -317,26 +313,17 @@ def check_combinations(config: Mapping[str, Any]) -> None:
 
 
 def check_conditioning(config: Mapping[str, Any]) -> None:
-    """The CASSLE variant's conditioning keys against the framework (cassle.nets.conditioning's constraints)."""
-    injection, depth = config["conditioning.injection"], config["conditioning.encoder_depth"]
-    if config["framework"] == "mocov1" and injection != "add":
-        raise ConfigError(f"config key 'conditioning.injection' = {injection!r} is not allowed with framework "
-                          "mocov1 (it has no projector: CASSLE adds the augmentation embedding to the features); "
-                          "use 'add'")
-    if depth == 0 and injection != "cat":
-        raise ConfigError(f"config key 'conditioning.encoder_depth' = 0 is not allowed with injection {injection!r} "
-                          f"(framework {config['framework']}): the augmentation encoder must map omega to the "
-                          "size the injection needs; expected an integer >= 1 (depth 0, raw omega, works with 'cat')")
-    if config["conditioning.hypernet_bn"] and injection != "hypernet":
-        raise ConfigError(f"config key 'conditioning.hypernet_bn' = True is not allowed with injection {injection!r}: "
-                          "it puts BatchNorm between hypernetwork-generated layers; expected false, or set "
-                          "conditioning.injection=hypernet")
+    """The CASSLE variant's conditioning keys, with each other and with the framework: the rules of
+    cassle.nets.ConditioningConfig and of the framework (Method.conditioning_config), named by config key."""
+    try:
+        get_method(config["framework"]).conditioning_config(config)
+    except ConditioningError as error:
+        key = f"conditioning.{error.field}"
+        raise ConfigError(f"config key {key!r} = {shown(config.get(key))} is not allowed: {error}") from None
 
 
 def experiment_hash(config: Mapping[str, Any]) -> str:
     """The config hash of what a run computes (RUNTIME_KEYS left out): names run folders and guards resumes."""
-    from cassle.provenance import config_hash
-
     return config_hash({key: value for key, value in config.items() if key not in RUNTIME_KEYS})
 
 

@@ -11,7 +11,7 @@ every rank). What it returns is either
   `byol_loss`); the mean over ranks is then the global-batch loss (for `infonce` without a queue, whose
   negatives are the rank's own keys, the mean of the per-rank losses is the objective).
 In every case the parameter gradients after DDP's averaging equal those of that objective computed in
-one process (see `cassle.distributed` for why the differentiable collectives make this exact).
+one process (see `cassle.core.distributed` for why the differentiable collectives make this exact).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cassle.distributed import (
+from cassle.core.distributed import (
     all_gather_no_grad,
     all_gather_with_grad,
     all_reduce_sum_with_grad,

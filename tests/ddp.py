@@ -2,7 +2,7 @@
 
 Usage (pytest puts tests/ on sys.path): `from ddp import run_distributed`, then
 `results = run_distributed(fn, *args)`. Each process sets the launcher's environment variables,
-calls `cassle.distributed.init_from_env(device="cpu")` (so the library's own start-up path is exercised),
+calls `cassle.core.distributed.init_from_env(device="cpu")` (so the library's own start-up path is exercised),
 runs `fn(*args)` and hands its return value back through a file: `results[r]` is what rank r returned.
 A process that raises fails the call with its traceback; a job that outlives `timeout` seconds is killed
 and raises TimeoutError instead of hanging the test run.
@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from cassle.distributed import init_from_env
+from cassle.core.distributed import init_from_env
 
 EnvBuilder = Callable[[int, int, int], dict[str, str]]
 _LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SUBMITIT_EXECUTOR")

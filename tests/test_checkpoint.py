@@ -16,21 +16,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from damage import drop_sidecar, garble, truncate
-from cassle.train import (
+from cassle.apps.engine import (
     CheckpointManager,
     CheckpointWarning,
     ConfigMismatchError,
-    StepwiseLR,
-    build_optimizer,
     capture_rng,
-    ema_momentum,
     load_model_state,
     model_state,
-    param_groups,
     restore_rng,
-    warmup_cosine,
 )
+from cassle.core.optim import build_optimizer, param_groups
+from cassle.core.schedules import StepwiseLR, ema_momentum, warmup_cosine
+
+from damage import drop_sidecar, garble, truncate
 
 # ---------------------------------------------------------------- a tiny training loop
 

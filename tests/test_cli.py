@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cassle.cli import EVAL_TASKS, build_parser, main
+from cassle.apps.cli import build_parser, main
+from cassle.evaluate import EVAL_TASKS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -72,7 +73,7 @@ def test_data_views_draws_the_views_figure(tmp_path):
 
 def test_eval_parser_is_built_only_for_the_command_given():
     """`cassle launch ... -- eval linear ...` must not import the eval modules (the waiting process stays light)."""
-    code = ("import sys; from cassle.cli import build_parser; build_parser(eval_tasks=[]); "
-            "print(any(m.startswith('cassle.evaluate') for m in sys.modules), 'torch' in sys.modules)")
+    code = ("import sys; from cassle.apps.cli import build_parser; build_parser(eval_tasks=[]); "
+            "print(any(m.startswith('cassle.evaluate.') for m in sys.modules), 'torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.split() == ["False", "False"], result.stderr

@@ -9,11 +9,10 @@ import pytest
 import torch
 import torch.distributed as dist
 import torchvision
-from ddp import run_distributed
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from cassle.distributed import (
+from cassle.core.distributed import (
     DistributedContext,
     SyncBatchNorm,
     all_gather_no_grad,
@@ -26,6 +25,8 @@ from cassle.distributed import (
     rank,
     world_size,
 )
+
+from ddp import run_distributed
 
 WORLD = 2
 

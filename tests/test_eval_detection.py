@@ -16,12 +16,12 @@ from torchvision import tv_tensors
 from torchvision.ops import box_iou as torchvision_box_iou
 from torchvision.transforms.v2.functional import horizontal_flip
 
+from cassle.apps.engine.trainer import pretrain
 from cassle.config import resolve
 from cassle.data.detection import VOC_CLASSES
 from cassle.evaluate import detection
 from cassle.evaluate.voc_ap import COCO_IOU_THRESHOLDS, average_precision, box_iou, evaluate_detections
 from cassle.nets import IMAGENET_MEAN, IMAGENET_STD, build_backbone
-from cassle.train.loop import pretrain
 
 CPU = torch.device("cpu")
 

@@ -11,6 +11,7 @@ import torchvision
 from PIL import Image
 from torch.utils.data import TensorDataset
 
+from cassle.apps.engine.trainer import pretrain
 from cassle.augment import OMEGA_DIM
 from cassle.config import resolve
 from cassle.evaluate.features import (
@@ -24,7 +25,6 @@ from cassle.evaluate.features import (
 )
 from cassle.evaluate.load import load_backbone, load_method, unwrap_state_dict
 from cassle.nets import IMAGENET_MEAN, IMAGENET_STD
-from cassle.train.loop import pretrain
 
 RUN_CONFIG = {"framework": "mocov2", "variant": "cassle", "backbone": "resnet_narrow", "dataset": "synthetic",
               "max_steps": 2, "batch_size": 16, "projector.hidden_dim": 64, "projector.out_dim": 32, "queue_size": 64,

@@ -245,8 +245,8 @@ def test_cli_usage_errors(tmp_path, many_classes) -> None:
 
 def test_cli_source_mode_extracts_caches_and_scores(tmp_path) -> None:
     """`cassle eval linear RUN --dataset synthetic`: features of a real (tiny) pretraining run, cached, then probed."""
+    from cassle.apps.engine.trainer import pretrain
     from cassle.config import resolve
-    from cassle.train.loop import pretrain
 
     run = tmp_path / "run"
     pretrain(resolve({"framework": "simclr", "backbone": "resnet_narrow", "dataset": "synthetic", "max_steps": 1,

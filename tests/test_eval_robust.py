@@ -12,13 +12,13 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from cassle.apps.engine.trainer import pretrain
 from cassle.config import resolve
+from cassle.core.io import read_json
 from cassle.data import SyntheticShapes
 from cassle.evaluate import conditioning, corruption, sensitivity
 from cassle.evaluate.corruptions import CORRUPTIONS, corrupt, motion_blur, plasma_fractal
 from cassle.evaluate.load import load_method
-from cassle.io import read_json
-from cassle.train.loop import pretrain
 
 TINY = {"framework": "mocov2", "backbone": "resnet_narrow", "dataset": "synthetic", "max_steps": 2,
         "batch_size": 16, "projector.hidden_dim": 64, "projector.out_dim": 32, "queue_size": 64,

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from cassle import io as cio
-from cassle import provenance as prov
+from cassle.core import io as cio
+from cassle.core import provenance as prov
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,7 +69,7 @@ def test_killed_writer_leaves_old_content(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """
         import sys, time
-        from cassle.io import atomic_open
+        from cassle.core.io import atomic_open
         with atomic_open(sys.argv[1], "wb") as handle:
             handle.write(b"x" * 100000)
             handle.flush()

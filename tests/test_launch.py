@@ -17,12 +17,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from cassle.cli import CassleError, build_parser, main
-from cassle.io import read_csv_rows, read_json
-from cassle.launch import resources_from_args
-from cassle.launch.jobs import SlurmHandle, new_record, read_record, submitit_folder, write_record
-from cassle.launch.resources import Resources, executor_parameters, make_executor, parse_slurm_extra
-from cassle.launch.task import CassleTask
+from cassle.apps.cli import build_parser, main
+from cassle.apps.launch import resources_from_args
+from cassle.apps.launch.jobs import SlurmHandle, new_record, read_record, submitit_folder, write_record
+from cassle.apps.launch.resources import Resources, executor_parameters, make_executor, parse_slurm_extra
+from cassle.apps.launch.task import CassleTask
+from cassle.core.errors import CassleError
+from cassle.core.io import read_csv_rows, read_json
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "config" / "pretrain" / "tiny.yaml"
@@ -128,10 +129,10 @@ def test_bad_command_fails_before_any_job_is_submitted(tmp_path: Path, capsys: p
 def test_waiting_launcher_process_stays_light(tmp_path: Path) -> None:
     """The process that waits on the login node for a job's whole life checks an eval's options without importing
     torch (the check runs in a child process)."""
-    from cassle.launch import _preflight
+    from cassle.apps.launch import _preflight
 
     argv = ["eval", "linear", "SRC", "--dataset", "synthetic", "--out", "OUT"]
-    code = f"import sys; from cassle.launch import _preflight; _preflight({argv!r}); print('torch' in sys.modules)"
+    code = f"import sys; from cassle.apps.launch import _preflight; _preflight({argv!r}); print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False", done.stderr
     with pytest.raises(CassleError, match="unrecognized arguments: --max-imagez 3"):
@@ -259,7 +260,7 @@ def waits_for_a_lock(pid: int) -> bool:
 def test_a_signal_while_waiting_for_the_lock_submits_nothing(tmp_path: Path) -> None:
     """Another launcher holds the job folder's lock; SIGINT to this one, still waiting, means no job at all (it used
     to submit the job when it got the lock, then cancel it)."""
-    from cassle.io import exclusive_lock
+    from cassle.core.io import exclusive_lock
 
     out = tmp_path / "run"
     with exclusive_lock(out / "work" / ".launch.lock"):
@@ -284,7 +285,7 @@ def test_one_task_per_gpu_share_submitits_distributed_environment(tmp_path: Path
 
 
 def test_requeues_are_capped() -> None:
-    task = CassleTask(["demo"], str(REPO), max_requeues=2)
+    task = CassleTask(["demo"], str(REPO), max_requeues=2, entry=main)
     for count in (1, 2):
         resubmitted = task.checkpoint()
         assert resubmitted is not None and resubmitted.function is task and task.requeues == count
@@ -337,7 +338,7 @@ def test_an_sacct_outage_is_not_taken_for_an_ended_job(tmp_path: Path, monkeypat
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     """sacct answers nothing twice (slurmdbd restarting), then RUNNING: the job is active, so a restarted Snakemake
     re-attaches instead of submitting a second job into the same folder. A job sacct never knows counts as ended."""
-    import cassle.launch.jobs as jobs
+    import cassle.apps.launch.jobs as jobs
 
     monkeypatch.setattr(jobs, "UNKNOWN_RETRY_S", 0.0)
     calls = tmp_path / "calls"

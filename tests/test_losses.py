@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from ddp import run_distributed
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from cassle.distributed import rank, world_size
+from cassle.core.distributed import rank, world_size
 from cassle.losses import barlow_twins, byol_loss, contrastive_in_batch, infonce, negative_cosine, nt_xent
+
+from ddp import run_distributed
 
 # ---------------------------------------------------------------- hand-written references (numpy, float64, loops)
 

@@ -11,8 +11,8 @@ from torch import Tensor, nn
 from torchvision.models import VisionTransformer
 from torchvision.transforms import Normalize as TVNormalize
 
+from cassle.methods import METHODS
 from cassle.nets import (
-    FRAMEWORK_HEADS,
     IMAGENET_MEAN,
     IMAGENET_STD,
     AugmentationEncoder,
@@ -25,7 +25,6 @@ from cassle.nets import (
     build_backbone,
     build_projector,
     generated_param_count,
-    head_specs,
     mlp,
     reset_parameters_like_authors,
 )
@@ -311,7 +310,7 @@ def _hidden(n_in: int, n_out: int) -> list[tuple]:
 EXPECTED_HEADS = {
     "mocov2": (_hidden(512, 2048) + [("linear", 2048, 128, True)], None),
     "simclr": (_hidden(512, 2048) + [("linear", 2048, 128, True)], None),
-    "barlow_twins": (
+    "barlow": (
         _hidden(512, 8192) + _hidden(8192, 8192) + [("linear", 8192, 8192, False), ("bn", 8192, False)], None
     ),
     "mocov3": (
@@ -328,25 +327,24 @@ EXPECTED_HEADS = {
 
 @pytest.mark.parametrize("framework", sorted(EXPECTED_HEADS))
 def test_framework_head_layers(framework: str) -> None:
-    """Layer sizes and BN placement of every projector / predictor spec (built on meta: no memory)."""
+    """Layer sizes and BN placement of every framework's projector / predictor spec (built on meta: no memory)."""
     expected_projector, expected_predictor = EXPECTED_HEADS[framework]
-    specs = head_specs(framework)
+    specs = METHODS[framework].heads
     with torch.device("meta"):
         assert layer_summary(specs.projector.build(512)) == expected_projector
         predictor = specs.build_predictor()
     assert (None if predictor is None else layer_summary(predictor)) == expected_predictor
-    assert set(FRAMEWORK_HEADS) == set(EXPECTED_HEADS)
+    assert {name for name, method in METHODS.items() if method.heads is not None} == set(EXPECTED_HEADS)
 
 
 def test_head_specs_overrides() -> None:
-    original_mocov2 = head_specs("mocov2", hidden_bn=False).projector.build(32)
+    mocov2, simsiam = METHODS["mocov2"].heads, METHODS["simsiam"].heads
+    original_mocov2 = mocov2.with_projector(hidden_bn=False).projector.build(32)
     assert layer_summary(original_mocov2)[:2] == [("linear", 32, 2048, True), ("relu",)]
-    assert head_specs("simsiam", num_layers=2).projector.dims(512) == [512, 2048, 2048]
-    assert FRAMEWORK_HEADS["mocov2"].projector.hidden_bn  # the table itself is unchanged
-    with pytest.raises(ValueError, match="framework 'moco'.*mocov2"):
-        head_specs("moco")
+    assert simsiam.with_projector(num_layers=2).projector.dims(512) == [512, 2048, 2048]
+    assert mocov2.projector.hidden_bn  # the framework's own spec is unchanged
     with pytest.raises(ValueError, match="unknown projector field.*'depth'"):
-        head_specs("mocov2", depth=3)
+        mocov2.with_projector(depth=3)
 
 
 def test_augself_head() -> None:
@@ -501,7 +499,7 @@ def test_feature_conditioner() -> None:
     encoder = copy_of(conditioner.encoder.net, mlp(OMEGA, 10, FEAT, 3, last_bn=True))
     e, omega = inputs()
     torch.testing.assert_close(conditioner(e, omega), e + encoder(omega))
-    with pytest.raises(ValueError, match="encoder_depth >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"encoder_depth >= 1\).*got encoder_depth=0"):
         FeatureConditioner(FEAT, OMEGA, encoder_depth=0)
 
 
@@ -541,7 +539,7 @@ def test_build_projector_and_config() -> None:
 def test_parameter_overhead_resnet50_mocov2(resnet50_backbone, capsys) -> None:
     """Paper: the 6 x 64 encoder adds ~0.1% parameters to ResNet-50 + MoCo-v2 head. The encoder alone is
     ~0.08%; widening the projector's first Linear by 64 inputs adds 64 * 2048 more (~0.55% in all)."""
-    spec = head_specs("mocov2").projector
+    spec = METHODS["mocov2"].heads.projector
     vanilla = n_params(resnet50_backbone) + n_params(spec.build(2048))
     assert n_params(resnet50_backbone) == n_params(torchvision.models.resnet50()) - (2048 * 1000 + 1000)
     cp = build_projector(spec, 2048, ConditioningConfig(), omega_dim=14)

@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from cassle.train import LARS, StepwiseLR, build_optimizer, ema_momentum, param_groups, scaled_lr, warmup_cosine
+from cassle.core.optim import LARS, build_optimizer, param_groups, scaled_lr
+from cassle.core.schedules import StepwiseLR, ema_momentum, warmup_cosine
 
 
 class Net(nn.Module):
@@ -194,7 +195,7 @@ def test_stepwise_lr_respects_multipliers_and_resumes() -> None:
 
 def test_fixed_lr_groups_keep_their_lr_while_others_follow_the_schedule():
     """SimSiam's predictor: a group flagged fixed_lr keeps its starting lr through warm-up and decay."""
-    from cassle.train.schedules import FIXED_LR, StepwiseLR
+    from cassle.core.schedules import FIXED_LR, StepwiseLR
 
     a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([{"params": [a]}, {"params": [b], FIXED_LR: True}], lr=0.5)

@@ -1,4 +1,4 @@
-"""cassle.plan: a workflow config expanded into runs and evaluations, checked before any job starts."""
+"""cassle.apps.plan: a workflow config expanded into runs and evaluations, checked before any job starts."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cassle.apps.plan import PlanError, plan_runs, plan_workflow
 from cassle.config import experiment_hash, load_config
-from cassle.plan import PlanError, plan_runs, plan_workflow
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -75,7 +75,8 @@ def test_evaluations_follow_groups_where_and_external():
     assert linear[0].options == ("--max-images", "64", "--no-warm-start")
     sensitivity = plan.evaluations["sensitivity"]
     assert sorted(e.source.rsplit("-", 1)[0] for e in sensitivity) == ["mocov2-cassle", "mocov2-vanilla"]
-    assert plan.job_counts() == {"pretrain": 5, "eval_linear": 12, "eval_sensitivity": 2}
+    assert plan.job_counts() == {"pretrain": 5, "evaluate": 14, "report": 1}
+    assert plan.task_counts() == {"linear": 12, "sensitivity": 2}
     evaluation = sensitivity[0]
     assert evaluation.eval_args(Path("res"))[:6] == [
         "sensitivity", f"res/pretrain/{evaluation.source}", "--dataset", "synthetic", "--out",
@@ -94,7 +95,7 @@ def test_evaluations_follow_groups_where_and_external():
     (lambda c: c["evaluations"]["linear"].update(external=["spark"]), "'spark' is not under `external:`"),
     (lambda c: c["evaluations"]["sensitivity"].update(where={"frame": ["mocov2"]}), "unknown config key(s) frame"),
     (lambda c: c["evaluations"]["sensitivity"].update(where={"framework": ["mocov22"]}),
-     "evaluations.sensitivity.where: config key 'framework' = 'mocov22' is not allowed; expected one of mocov2"),
+     "evaluations.sensitivity.where: config key 'framework' = 'mocov22' is not allowed; expected one of simclr, mocov2"),
     (lambda c: (c["external"].update({"spark-v2": {"path": "/s.pt", "arch": "resnet50"}}),
                 c["evaluations"]["linear"].update(external=["spark-v2"])),
      "external.spark-v2: the name 'spark-v2' is not allowed; expected letters, digits and '_'"),

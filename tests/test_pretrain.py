@@ -15,9 +15,9 @@ import torch
 import torchvision
 import yaml
 
+from cassle.apps.engine.trainer import NonFiniteLossError, pretrain
 from cassle.config import resolve
-from cassle.io import read_csv_rows, read_json
-from cassle.train.loop import NonFiniteLossError, pretrain
+from cassle.core.io import read_csv_rows, read_json
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"framework": "mocov2", "variant": "cassle", "backbone": "resnet_narrow", "dataset": "synthetic",

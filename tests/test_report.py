@@ -24,12 +24,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cassle.cli import main
-from cassle.report import average_rank
-from cassle.report.collect import collect
-from cassle.report.paper import paper_tables
-from cassle.report.select import split_setups
-from cassle.report.tables import build_tables
+from cassle.apps.cli import main
+from cassle.apps.report import average_rank
+from cassle.apps.report.collect import collect
+from cassle.apps.report.paper import paper_tables
+from cassle.apps.report.select import split_setups
+from cassle.apps.report.tables import build_tables
 
 FIXTURE = Path(__file__).parent / "fixtures" / "report"
 RESULTS = FIXTURE / "results"
@@ -274,7 +274,7 @@ def test_paper_values_only_for_the_papers_setup(report: Path) -> None:
 
 
 def test_without_paper_flag_no_paper_columns(tmp_path: Path) -> None:
-    from cassle.report.render import csv_rows, to_markdown
+    from cassle.apps.report.render import csv_rows, to_markdown
 
     ctx = next(ctx for ctx in split_setups(collect(RESULTS)) if ctx.setup.name == MAIN)
     table = next(table for table in build_tables(ctx) if table.name == "table3")
@@ -310,7 +310,7 @@ def test_figures_are_drawn(report: Path) -> None:
     """Every figure is drawn, no wider than a paper's text width (plus the tight bounding box's padding)."""
     import matplotlib.image
 
-    from cassle.report.figures import DPI, PAGE_WIDTH
+    from cassle.apps.report.figures import DPI, PAGE_WIDTH
 
     for name in ("fig3", "fig5", "fig6", "fig7", "fig8", "fig9", "fig10"):
         png = report / "figures" / f"{name}_{MAIN}.png"
@@ -322,7 +322,7 @@ def test_figures_are_drawn(report: Path) -> None:
 
 
 def test_mean_sensitivity_averages_seeds() -> None:
-    from cassle.report.figures import mean_sensitivity
+    from cassle.apps.report.figures import mean_sensitivity
 
     ctx = next(ctx for ctx in split_setups(collect(RESULTS)) if ctx.setup.name == MAIN)
     results = ctx.evals_of(ctx.runs_where("mocov2", "cassle"), "sensitivity")
@@ -381,7 +381,7 @@ def test_no_table_without_columns(tmp_path: Path) -> None:
 
 
 def test_paper_notes_must_name_a_cell(monkeypatch: pytest.MonkeyPatch) -> None:
-    from cassle.report import paper
+    from cassle.apps.report import paper
 
     data = json.loads(json.dumps(paper._data()))
     data["tables"]["table8"]["notes"] = {"mocov2/cassle/imagenet100/fog": "a note"}
@@ -411,8 +411,8 @@ def _paper_grid(results: Path) -> None:
     paper prints for the row the workflow's groups meant it for."""
     import yaml
 
-    from cassle.plan import plan_workflow
-    from cassle.report.tables import OMEGA_LETTERS
+    from cassle.apps.plan import plan_workflow
+    from cassle.apps.report.tables import OMEGA_LETTERS
 
     plan = plan_workflow(yaml.safe_load(CONFIG.read_text(encoding="utf-8")), check_options=False)
     tables = paper_tables()
@@ -448,7 +448,7 @@ def test_the_papers_grid_lands_in_the_papers_rows(tmp_path: Path) -> None:
     """Each run of the workflow's grid, placed by its config alone, meets the paper's value of its row: every
     difference is 0, except Table 4's default-CASSLE rows, which the paper reports with other numbers than
     Table 2's MoCo-v2 + CASSLE row (the same configuration)."""
-    from cassle.report.render import csv_rows
+    from cassle.apps.report.render import csv_rows
 
     _paper_grid(tmp_path)
     built = {table.stem: table for ctx in split_setups(collect(tmp_path)) for table in build_tables(ctx)}
@@ -496,7 +496,7 @@ def real_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_real_outputs_go_through(real_results: Path, tmp_path: Path) -> None:
     """The metrics.json files of real runs, not fixtures written for the report, build every table and figure that
     their tasks feed, with the numbers they hold."""
-    from cassle.report.build import build_report
+    from cassle.apps.report.build import build_report
 
     files = build_report(real_results, tmp_path / "reports", paper=True)
     stems = set(files)
@@ -511,9 +511,9 @@ def test_real_outputs_go_through(real_results: Path, tmp_path: Path) -> None:
 
 
 def test_the_cli_module_imports_nothing_heavy() -> None:
-    code = ("import sys, cassle.report, cassle.report.command; "
+    code = ("import sys, cassle.apps.report, cassle.apps.report.command; "
             "heavy = [m for m in ('pandas', 'matplotlib', 'torch', 'yaml') if m in sys.modules]; "
-            "assert not heavy, heavy; from cassle.report import average_rank; print(average_rank.__name__)")
+            "assert not heavy, heavy; from cassle.apps.report import average_rank; print(average_rank.__name__)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0 and done.stdout.strip() == "average_rank", done.stderr
 

@@ -22,11 +22,18 @@ from types import SimpleNamespace
 import pytest
 from mlflow.tracking import MlflowClient
 
-from cassle.cli import main
-from cassle.tracking import (MissingParentWarning, TrackingWarning, init_store, log_reports, log_result, sync,
-                             tracking_uri)
-from cassle.tracking.content import mlflow_name, read_result
-from cassle.tracking.runs import write_run
+from cassle.apps.cli import main
+from cassle.apps.tracking import (
+    MissingParentWarning,
+    TrackingWarning,
+    init_store,
+    log_reports,
+    log_result,
+    sync,
+    tracking_uri,
+)
+from cassle.apps.tracking.content import mlflow_name, read_result
+from cassle.apps.tracking.runs import write_run
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "results"
 RUN = "mocov2-cassle-967a8f84"

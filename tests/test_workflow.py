@@ -48,6 +48,14 @@ def job_stats(output: str) -> dict[str, int]:
     return counts
 
 
+def task_stats(output: str) -> dict[str, int]:
+    """Evaluation jobs per task in a Snakemake run or dry run, from the `wildcards: task=...` line of each job."""
+    counts: dict[str, int] = {}
+    for task in re.findall(r"wildcards: task=(\w+),", output):
+        counts[task] = counts.get(task, 0) + 1
+    return counts
+
+
 def snakemake(workdir: Path, *args: str, check: bool = True, cwd: Path | None = None) -> str:
     command = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
     result = subprocess.run(command, cwd=cwd or workdir, capture_output=True, text=True, timeout=600)
@@ -65,19 +73,19 @@ def test_readme_cluster_command_plans_the_paper_grid(tmp_path):
     # Table 10 (3).
     runs = {"main": 9, "vit": 3, "omega": 5, "augself": 1, "injection": 3, "depth": 4, "width": 5, "mocov1": 3}
     linear_runs = sum(runs.values()) + 1  # + the SparK checkpoint
-    assert job_stats(output) == {
-        "pretrain": sum(runs.values()),
-        "eval_linear": linear_runs * 13,                        # the 13 downstream tasks of Table 2
-        "eval_rotation": runs["main"] * 11,                     # Table 7's 11 datasets
-        "eval_corruption": 6,                                   # Table 8: MoCo-v2 and SimCLR x 3 variants
-        "eval_detection": 6,                                    # Table 3
-        "eval_fewshot": 6,
-        "eval_sensitivity": runs["main"] + runs["width"] + runs["mocov1"] + 1,  # Figs 6, 8, 10, 9
-        "eval_conditioning": 3,                                 # Fig 3: the CASSLE runs
-        "eval_retrieval": 6,                                    # Fig 5: MoCo-v2 x 3 variants on Cars and Flowers
-        "report": 1,
-        "all": 1,
+    tasks = {
+        "linear": linear_runs * 13,                             # the 13 downstream tasks of Table 2
+        "rotation": runs["main"] * 11,                          # Table 7's 11 datasets
+        "corruption": 6,                                        # Table 8: MoCo-v2 and SimCLR x 3 variants
+        "detection": 6,                                         # Table 3
+        "fewshot": 6,
+        "sensitivity": runs["main"] + runs["width"] + runs["mocov1"] + 1,  # Figs 6, 8, 10, 9
+        "conditioning": 3,                                      # Fig 3: the CASSLE runs
+        "retrieval": 6,                                         # Fig 5: MoCo-v2 x 3 variants on Cars and Flowers
     }
+    assert task_stats(output) == tasks
+    assert job_stats(output) == {"pretrain": sum(runs.values()), "evaluate": sum(tasks.values()), "report": 1,
+                                 "all": 1}
     # The profile sends GPU jobs to Slurm through `cassle launch` with the config's resources.
     assert "launch --launcher slurm --gpus 2 --cpus-per-task 10 --mem-gb 128 --time-min 2880" in output
     assert not (tmp_path / "results").exists()
@@ -181,13 +189,13 @@ def test_rerun_does_nothing_and_a_new_variant_replans_only_its_jobs(tiny_workflo
     config["evaluations"]["linear"]["options"]["max_images"] = 48
     (workdir / "changed.yaml").write_text(yaml.safe_dump(config))
     output = snakemake(workdir, "--configfile", "changed.yaml", "--cores", "2", "--dry-run")
-    assert job_stats(output) == {"eval_linear": 2, "report": 1, "all": 1}
+    assert job_stats(output) == {"evaluate": 2, "report": 1, "all": 1} and task_stats(output) == {"linear": 2}
 
     config = json.loads(json.dumps(TINY))
     config["pretrain"]["groups"]["main"]["grid"]["variant"].append("augself")
     (workdir / "grown.yaml").write_text(yaml.safe_dump(config))
     output = snakemake(workdir, "--configfile", "grown.yaml", "--cores", "2", "--dry-run")
-    assert job_stats(output) == {"pretrain": 1, "eval_linear": 1, "report": 1, "all": 1}
+    assert job_stats(output) == {"pretrain": 1, "evaluate": 1, "report": 1, "all": 1}
     assert "mocov2-augself-" in output and "mocov2-cassle-" not in output.split("rule report")[0]
 
 

@@ -20,6 +20,10 @@ OMEGA_SLICES: dict[str, slice] = {
 OMEGA_KEYS: tuple[str, ...] = tuple(OMEGA_SLICES)
 OMEGA_DIM: int = 14
 
+OMEGA_LETTERS: dict[str, str] = {"crop": "c", "color": "j", "blur": "b", "flip": "f", "grayscale": "g",
+                                 "color_diff": "d"}
+"""The paper's letter for each key (omega^{c,j,b,...} in Table 4), in the paper's order."""
+
 RELATIVE_BINARY_KEYS: frozenset[str] = frozenset({"flip", "grayscale"})
 """Relative targets that are 0/1 ("same in both views"): classification (BCE); the others are regression."""
 

@@ -53,7 +53,7 @@ def _train_test(pool: str = "train") -> dict[str, dict[str, str]]:
     return {"pool": {"split": pool}, "test": {"split": "test"}}
 
 
-def _cifar(name: str, title: str, num_classes: int, seed: int) -> DatasetSpec:
+def _cifar(name: str, label: str, title: str, num_classes: int, seed: int) -> DatasetSpec:
     pickled_dir = "cifar-10-batches-py" if num_classes == 10 else "cifar-100-python"
     carved = _Carved(5000, seed, pool=50000, test=10000)
     factory = tv.CIFAR10 if num_classes == 10 else tv.CIFAR100
@@ -62,7 +62,8 @@ def _cifar(name: str, title: str, num_classes: int, seed: int) -> DatasetSpec:
     fixed = CIFAR10_CLASSES if num_classes == 10 else None
     order = "canonical CIFAR-10 order: " + ", ".join(CIFAR10_CLASSES) if fixed else "100 fine-label folders, sorted"
     return DatasetSpec(
-        name=name, title=title, num_classes=num_classes, kinds=PRETRAIN, pretrain_split="trainval",
+        name=name, label=label, title=title, num_classes=num_classes, kinds=PRETRAIN, pretrain_split="trainval",
+        image_size=32,
         layout=f"either torchvision's pickled batches: <root>/{pickled_dir}/ (as extracted from the official "
                f"tarball)\nor JPEG class folders: {_folder_layout(order)}",
         sizes=carved.sizes, split_notes=carved.notes + "; pretraining uses trainval (all 50000)",
@@ -72,7 +73,7 @@ def _cifar(name: str, title: str, num_classes: int, seed: int) -> DatasetSpec:
 
 def _imagenet100() -> DatasetSpec:
     return DatasetSpec(
-        name="imagenet100", title="ImageNet-100", num_classes=100, kinds=PRETRAIN, pretrain_split="trainval",
+        name="imagenet100", label="IN-100", title="ImageNet-100", num_classes=100, kinds=PRETRAIN, pretrain_split="trainval",
         layout="<root>/train/<wnid>/*.JPEG  and  <root>/val/<wnid>/*.JPEG   (a full ImageNet tree is fine: only "
                "the 100 wnids of CMC's list, cassle/data/resources/imagenet100.txt, are read, labelled in list "
                "order; the val images must be sorted into wnid folders, e.g. with valprep.sh)",
@@ -100,7 +101,8 @@ def _stl10() -> DatasetSpec:
     files = ("train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin", "unlabeled_X.bin", "class_names.txt")
     official = {**_train_test(), "unlabeled": {"split": "unlabeled"}, "train+unlabeled": {"split": "train+unlabeled"}}
     return DatasetSpec(
-        name="stl10", title="STL-10", num_classes=10, kinds=PRETRAIN, pretrain_split="train+unlabeled",
+        name="stl10", label="STL10", title="STL-10", num_classes=10, kinds=PRETRAIN, pretrain_split="train+unlabeled",
+        image_size=96,
         layout="<root>/stl10_binary/{" + ", ".join(files) + "}",
         splits=("train", "val", "trainval", "test", "unlabeled", "train+unlabeled"),
         sizes={**carved.sizes, "unlabeled": 100000, "train+unlabeled": 105000},
@@ -121,26 +123,26 @@ def _torchvision_downstream() -> list[DatasetSpec]:
     official_three = {split: {"split": split} for split in ("train", "val", "test")}
     return [
         DatasetSpec(
-            name="food101", title="Food-101", num_classes=101, sizes=food.sizes, split_notes=food.notes,
+            name="food101", label="Food", title="Food-101", num_classes=101, sizes=food.sizes, split_notes=food.notes,
             layout="<root>/food-101/{images/<class>/*.jpg, meta/{train,test}.json, meta/{train,test}.txt}",
             source=TorchvisionSource(tv.Food101, ("food-101/images", "food-101/meta"), _train_test(), food.carve,
                                      counted={"trainval": "food-101/meta/train.txt", "test": "food-101/meta/test.txt"}),
         ),
         DatasetSpec(
-            name="pets", title="Oxford-IIIT Pets", num_classes=37, metric="class_avg", sizes=pets.sizes,
+            name="pets", label="Pets", title="Oxford-IIIT Pets", num_classes=37, metric="class_avg", sizes=pets.sizes,
             split_notes=pets.notes, layout="<root>/oxford-iiit-pet/{images/*.jpg, annotations/{trainval,test}.txt}",
             source=TorchvisionSource(tv.OxfordIIITPet, ("oxford-iiit-pet/images", *pets_lists.values()),
                                      _train_test("trainval"), pets.carve, counted=pets_lists),
         ),
         DatasetSpec(
-            name="flowers", title="Oxford Flowers-102", num_classes=102, metric="class_avg",
+            name="flowers", label="Flowers", title="Oxford Flowers-102", num_classes=102, metric="class_avg",
             sizes=_sizes(1020, 1020, 6149), split_notes="official train/val/test; trainval = train + val",
             layout="<root>/flowers-102/{jpg/image_*.jpg, imagelabels.mat, setid.mat}",
             source=TorchvisionSource(tv.Flowers102, ("flowers-102/jpg", "flowers-102/imagelabels.mat",
                                                      "flowers-102/setid.mat"), official_three),
         ),
         DatasetSpec(
-            name="caltech101", title="Caltech-101", num_classes=101, metric="class_avg",
+            name="caltech101", label="Caltech", title="Caltech-101", num_classes=101, metric="class_avg",
             sizes=_sizes(2525, 505, 5647),
             split_notes=f"no official split: per class 25 train + 5 val images (stratified, seed {OWN_SEED}), the "
                         "rest is test; the sizes of the authors' splits/caltech101.pth, other images",
@@ -150,14 +152,14 @@ def _torchvision_downstream() -> list[DatasetSpec]:
                                      classes_attr="categories", targets_attr="y"),
         ),
         DatasetSpec(
-            name="cars", title="Stanford Cars", num_classes=196, sizes=cars.sizes, split_notes=cars.notes,
+            name="cars", label="Cars", title="Stanford Cars", num_classes=196, sizes=cars.sizes, split_notes=cars.notes,
             layout="<root>/stanford_cars/{devkit/{cars_meta.mat, cars_train_annos.mat}, cars_train/*.jpg, "
                    "cars_test/*.jpg, cars_test_annos_withlabels.mat}",
             source=TorchvisionSource(tv.StanfordCars, tuple(f"stanford_cars/{f}" for f in cars_files),
                                      _train_test(), cars.carve),
         ),
         DatasetSpec(
-            name="aircraft", title="FGVC-Aircraft", num_classes=100, metric="class_avg",
+            name="aircraft", label="FGVCA", title="FGVC-Aircraft", num_classes=100, metric="class_avg",
             sizes=_sizes(3334, 3333, 3333, 6667), split_notes="official train/val/trainval/test (variant level)",
             layout="<root>/fgvc-aircraft-2013b/data/{images/*.jpg, variants.txt, "
                    "images_variant_{train,val,trainval,test}.txt}",
@@ -167,7 +169,7 @@ def _torchvision_downstream() -> list[DatasetSpec]:
                                      counted=aircraft_lists),
         ),
         DatasetSpec(
-            name="dtd", title="Describable Textures", num_classes=47, sizes=_sizes(1880, 1880, 1880),
+            name="dtd", label="DTD", title="Describable Textures", num_classes=47, sizes=_sizes(1880, 1880, 1880),
             split_notes="official partition 1 train/val/test; trainval = train + val",
             layout="<root>/dtd/dtd/{images/<class>/*.jpg, labels/{train,val,test}1.txt}   (torchvision's layout: "
                    "the official tarball's dtd/ folder inside <root>/dtd/)",
@@ -181,13 +183,13 @@ def _other_downstream() -> list[DatasetSpec]:
     mit = _Carved(670, 51, pool=5360, test=1340)
     return [
         DatasetSpec(
-            name="mit67", title="MIT Indoor-67", num_classes=67, sizes=mit.sizes, split_notes=mit.notes,
+            name="mit67", label="MIT", title="MIT Indoor-67", num_classes=67, sizes=mit.sizes, split_notes=mit.notes,
             layout=_folder_layout("67 scene classes; the official TrainImages/TestImages lists sorted into class "
                                   "folders"),
             source=FolderSource(mit.carve, num_classes=67),
         ),
         DatasetSpec(
-            name="sun397", title="SUN397", num_classes=397, sizes=_sizes(15880, 3970, 19850),
+            name="sun397", label="SUN", title="SUN397", num_classes=397, sizes=_sizes(15880, 3970, 19850),
             split_notes=f"partition 1: test = Testing_01; val = 10 images per class of Training_01 (stratified, "
                         f"seed {OWN_SEED}), train = the other 40; the sizes of the authors' splits/sun397.pth, other "
                         "images",
@@ -196,7 +198,7 @@ def _other_downstream() -> list[DatasetSpec]:
             source=Sun397Source(StratifiedCarve(val_per_class=10, train_per_class=None, seed=OWN_SEED)),
         ),
         DatasetSpec(
-            name="cub200", title="Caltech-UCSD Birds-200-2011", num_classes=200, sizes=_sizes(4994, 1000, 5794, 5994),
+            name="cub200", label="CUB", title="Caltech-UCSD Birds-200-2011", num_classes=200, sizes=_sizes(4994, 1000, 5794, 5994),
             split_notes=f"test: the official test set; val = 5 images per class of the official train set "
                         f"(stratified, seed {OWN_SEED}), train = the other 4994 (the authors' splits/cub200.pth has "
                         "4990/1000)",
@@ -206,7 +208,7 @@ def _other_downstream() -> list[DatasetSpec]:
                                 num_classes=200),
         ),
         DatasetSpec(
-            name="300w", title="300 Faces In-the-Wild", num_classes=136, metric="r2", sizes=_sizes(180, 180, 240),
+            name="300w", label="300W", title="300 Faces In-the-Wild", num_classes=136, metric="r2", sizes=_sizes(180, 180, 240),
             split_notes="no official split: one permutation (randperm, seed 0) of the 600 images, 30% train, 30% "
                         "val, 40% test; targets: the 136 landmark coordinates in the square landmark box, "
                         "L2-normalised",
@@ -214,7 +216,7 @@ def _other_downstream() -> list[DatasetSpec]:
             source=Faces300WSource(ShuffledSplit(0.3, 0.3, seed=0)),
         ),
         DatasetSpec(
-            name="voc2007", title="PASCAL VOC 2007 (+2012 trainval)", num_classes=20, kinds=frozenset({"detection"}),
+            name="voc2007", label="VOC07", title="PASCAL VOC 2007 (+2012 trainval)", num_classes=20, kinds=frozenset({"detection"}),
             metric="ap", splits=("train", "test"), sizes={"train": 16551, "test": 4952},
             split_notes="VOC07 protocol: train = VOC2007 trainval + VOC2012 trainval, test = VOC2007 test; no val",
             layout="<root>/VOCdevkit/VOC2007/{Annotations, JPEGImages, ImageSets/Main/{trainval,test}.txt}  and  "
@@ -241,6 +243,7 @@ def _user_and_synthetic() -> list[DatasetSpec]:
             name="synthetic" + suffix, title=f"Synthetic shapes ({target} label)", num_classes=classes,
             kinds=PRETRAIN if pretrain else frozenset({"downstream"}), pretrain_split="train" if pretrain else None,
             needs_root=False, checked=False, sizes=_sizes(lengths["train"], lengths["val"], lengths["test"]),
+            image_size=32,
             split_notes="fixed procedural splits (sizes configurable with the `lengths` option); "
                         + ("pretraining uses train" if pretrain else "the images of `synthetic`, other labels"),
             layout="no files: images are rendered from their index (the root is ignored and may be omitted)",
@@ -250,8 +253,8 @@ def _user_and_synthetic() -> list[DatasetSpec]:
 
 
 CATALOG: tuple[DatasetSpec, ...] = (
-    _cifar("cifar10", "CIFAR-10", 10, seed=43),
-    _cifar("cifar100", "CIFAR-100", 100, seed=44),
+    _cifar("cifar10", "C10", "CIFAR-10", 10, seed=43),
+    _cifar("cifar100", "C100", "CIFAR-100", 100, seed=44),
     _imagenet100(),
     _imagenet1k(),
     _stl10(),

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from types import MappingProxyType
-
+from cassle.core.registry import Registry
 from cassle.data.catalog import CATALOG
 from cassle.data.spec import KINDS, DatasetSpec
 
-DATASETS: MappingProxyType[str, DatasetSpec] = MappingProxyType({spec.name: spec for spec in CATALOG})
+DATASETS: Registry[DatasetSpec] = Registry("dataset", [(spec.name, spec) for spec in CATALOG])
 
 
 def get_dataset(name: str) -> DatasetSpec:
-    """The registered dataset `name`."""
-    try:
-        return DATASETS[name]
-    except KeyError:
-        raise ValueError(f"unknown dataset {name!r}; registered datasets: {', '.join(DATASETS)}") from None
+    """The registered dataset `name` (UnknownNameError, a ValueError, when there is none)."""
+    return DATASETS[name]
 
 
 def list_datasets(kind: str | None = None) -> list[str]:

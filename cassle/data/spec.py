@@ -37,7 +37,8 @@ class DatasetSpec:
     `num_classes` is the number of classes (for `r2` datasets: the target dimension; for `detection`: object
     classes without background; None where it is read from the data). `sizes` are the split sizes with the
     complete official data; `split_notes` says how the splits are made. `pretrain_split` is the split that
-    pretraining reads; `checked`: looked for by `cassle data check`.
+    pretraining reads; `checked`: looked for by `cassle data check`. `label` is the short column header of the
+    paper's tables; `image_size` the view size pretraining on it uses by default (config key `image_size`).
     """
 
     name: str
@@ -53,6 +54,13 @@ class DatasetSpec:
     pretrain_split: str | None = None
     needs_root: bool = True
     checked: bool = True
+    label: str = ""
+    image_size: int = 224
+
+    @property
+    def short(self) -> str:
+        """The table header: `label`, else the name."""
+        return self.label or self.name
 
     def __post_init__(self) -> None:
         assert self.kinds <= set(KINDS) and self.metric in METRICS, self

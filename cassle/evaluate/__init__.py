@@ -1,5 +1,44 @@
-"""Downstream evaluations of frozen backbones: feature extraction and one module per task."""
+"""Downstream evaluations of frozen backbones: feature extraction and one module per task.
+
+`EVAL_TASKS` is the one list of tasks: `cassle eval TASK`, the workflow's evaluation rule and the plan's checks all
+read it. A task `T` is the module `cassle.evaluate.T` with `add_arguments(parser)` and `run(args) -> int`; it is
+imported only when used (torch, torchvision and scikit-learn take seconds), so this package imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from types import ModuleType
+
+from cassle.core.registry import Registry
+
+EVAL_TASKS: Registry[str] = Registry("evaluation", [
+    ("linear", "linear probe with the L-BFGS penalty sweep (Table 2)"),
+    ("rotation", "predict 0/90/180/270 degree rotations with the linear protocol (Table 7)"),
+    ("corruption", "linear probe trained clean, tested on weather corruptions (Table 8)"),
+    ("sensitivity", "InfoNCE between original and augmented views at every stage (Figs 6, 8-10)"),
+    ("conditioning", "projector similarity with the true vs a random omega (Fig 3)"),
+    ("retrieval", "cosine nearest neighbours, recall@k and image grids (Fig 5)"),
+    ("detection", "Faster R-CNN on the frozen backbone, VOC07 protocol (Table 3)"),
+    ("fewshot", "N-way K-shot episodes with logistic regression (AugSelf's few-shot table)"),
+])
+"""Every evaluation task by name, with its one-line summary."""
 
 CONDITIONING_HISTOGRAM = "histogram.json"
-"""File of `cassle eval conditioning`, next to its metrics.json, that `cassle report` draws Fig 3 from (kept here, in a
-module that imports nothing, so that the report does not import torch)."""
+"""File of `cassle eval conditioning`, next to its metrics.json, that `cassle report` draws Fig 3 from."""
+
+
+def task_module(task: str) -> ModuleType:
+    """The module of a registered task (imports it)."""
+    EVAL_TASKS[task]  # an unknown task raises UnknownNameError before any import
+    return importlib.import_module(f"cassle.evaluate.{task}")
+
+
+def task_parser(task: str, parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """The options of `cassle eval TASK` added to `parser` (a new one by default), which then runs the task."""
+    module = task_module(task)
+    parser = parser or argparse.ArgumentParser(prog=f"cassle eval {task}", description=EVAL_TASKS[task])
+    module.add_arguments(parser)
+    parser.set_defaults(run=module.run)
+    return parser

@@ -28,11 +28,12 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from cassle.augment import ViewSampler
+from cassle.core.io import write_json
 from cassle.evaluate import CONDITIONING_HISTOGRAM
+from cassle.evaluate.command import add_common_arguments, backbone_from_args, write_eval_metrics
 from cassle.evaluate.features import eval_transform, load_split
-from cassle.evaluate.load import add_common_arguments, backbone_from_args, load_method, write_eval_metrics
+from cassle.evaluate.load import load_method
 from cassle.evaluate.sensitivity import augment_settings, batch_loader, save_figure
-from cassle.io import write_json
 
 DEFAULT_PAIRS = 5000  # the paper's number of pairs
 

@@ -20,6 +20,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from cassle.data import get_dataset
+from cassle.evaluate.command import add_common_arguments, backbone_from_args, write_eval_metrics
 from cassle.evaluate.corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from cassle.evaluate.features import (
     cached_features,
@@ -30,7 +31,6 @@ from cassle.evaluate.features import (
     split_features,
 )
 from cassle.evaluate.linear import linear_probe
-from cassle.evaluate.load import add_common_arguments, backbone_from_args, write_eval_metrics
 from cassle.nets import Normalize
 
 

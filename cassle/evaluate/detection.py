@@ -27,7 +27,7 @@ from torchvision.transforms.functional import to_tensor
 from tqdm import tqdm
 
 from cassle.data import get_dataset
-from cassle.evaluate.load import add_common_arguments, backbone_from_args, write_eval_metrics
+from cassle.evaluate.command import add_common_arguments, backbone_from_args, write_eval_metrics
 from cassle.evaluate.voc_ap import evaluate_detections
 from cassle.nets import Backbone, ResNetBackbone
 

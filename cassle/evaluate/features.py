@@ -27,8 +27,9 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms as T
 from tqdm import tqdm
 
-from cassle.evaluate.load import resolve_device
-from cassle.io import atomic_torch_save, dumps_json, read_json, write_json
+from cassle.core.devices import resolve_device
+from cassle.core.io import atomic_torch_save, dumps_json, read_json, write_json
+from cassle.data import get_dataset
 from cassle.nets import Backbone, Normalize
 
 TENCROP_DATASETS: frozenset[str] = frozenset({"cub200"})
@@ -83,8 +84,6 @@ def split_transform(dataset: str, split: str, image_size: int) -> T.Compose:
 def load_split(dataset: str, root: Path | str | None, split: str, transform: Callable[[Any], Any] | None,
                max_images: int | None = None) -> Dataset:
     """Split `split` of a registered dataset, cut to its first `max_images` items; an empty split raises."""
-    from cassle.data import get_dataset
-
     if max_images is not None and max_images <= 0:
         raise ValueError(f"max_images must be a positive number of images or None (all), got {max_images}")
     data = get_dataset(dataset).load(root, split, transform)
@@ -218,6 +217,6 @@ def split_features(
 
 
 def feature_options(args: Any, device: torch.device) -> dict[str, Any]:
-    """`split_features` keyword arguments from the common `cassle eval` options (see load.add_common_arguments)."""
+    """`split_features` keyword arguments from the common `cassle eval` options (see command.add_common_arguments)."""
     return {"root": args.data_root, "batch_size": args.batch_size, "device": device, "workers": args.workers,
             "max_images": args.max_images, "progress": not args.quiet}

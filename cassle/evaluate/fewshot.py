@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from cassle.evaluate.command import add_common_arguments, backbone_from_args, write_eval_metrics
 from cassle.evaluate.features import eval_transform, feature_options, split_features
-from cassle.evaluate.load import add_common_arguments, backbone_from_args, write_eval_metrics
 
 
 @dataclass(frozen=True)

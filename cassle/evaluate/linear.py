@@ -31,7 +31,12 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from cassle.evaluate.load import add_common_arguments, resolve_device
+from cassle.core.devices import resolve_device
+from cassle.core.io import file_sha256, write_json
+from cassle.core.provenance import provenance
+from cassle.data import get_dataset
+from cassle.evaluate.command import add_common_arguments, backbone_from_args, eval_record
+from cassle.evaluate.features import feature_options, split_features
 from cassle.evaluate.metrics import METRICS, REGRESSION_METRICS, check_metric, pearson_r2, score
 
 __all__ = ["PENALTIES", "LinearModel", "SolverSettings", "add_arguments", "linear_probe", "run", "score"]
@@ -278,9 +283,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """`cassle eval linear`: get train/val/test features, run the protocol, write OUT/metrics.json."""
-    from cassle.io import file_sha256, read_json, write_json
-    from cassle.provenance import provenance
-
     torch.manual_seed(args.seed)
     device = resolve_device(args.device)
     if args.features is not None:
@@ -301,31 +303,24 @@ def run(args: argparse.Namespace) -> int:
         metrics["r2_authors"] = result["test_r2_authors"]
     options = {"metric": metric, "penalties": result["penalties"], "warm_start": args.warm_start,
                "dtype": args.dtype}
-    path = args.out / "metrics.json"
-    if args.features is not None:
-        digests = {name: file_sha256(args.features / f"{name}.pt") for name in SPLIT_NAMES}
-        source = {"kind": "features", "path": str(args.features), "sha256": digests}
-        write_json(path, {"task": "linear", "dataset": args.dataset, "metrics": metrics, "source": source,
-                          "options": options, "provenance": provenance({"task": "linear", **source, **options},
-                                                                       args.seed)})
-    else:
-        from cassle.evaluate.load import write_eval_metrics
-
-        write_eval_metrics(args, "linear", metrics, info, options)
-    record = read_json(path)
-    record["sweep"] = result
-    write_json(path, record)
+    record = _features_record(args, metrics, options) if args.features is not None \
+        else eval_record(args, "linear", metrics, info, options)
+    write_json(args.out / "metrics.json", {**record, "sweep": result})
     print(f"linear {metric} on {args.dataset or args.features}: {result['test']:.4f} (penalty {result['penalty']:.3g})")
     return 0
+
+
+def _features_record(args: argparse.Namespace, metrics: Mapping[str, Any], options: Mapping[str, Any]) -> dict:
+    """metrics.json of a probe on precomputed features: their files' digests stand for the source."""
+    digests = {name: file_sha256(args.features / f"{name}.pt") for name in SPLIT_NAMES}
+    source = {"kind": "features", "path": str(args.features), "sha256": digests}
+    return {"task": "linear", "dataset": args.dataset, "metrics": dict(metrics), "source": source,
+            "options": dict(options), "provenance": provenance({"task": "linear", **source, **options}, args.seed)}
 
 
 def _extract_splits(args: argparse.Namespace, device: torch.device) -> tuple[dict[str, Features], str, dict]:
     """Features of every split of `args.dataset` from `args.source` (cached in OUT/features/), the metric, the
     source description."""
-    from cassle.data import get_dataset
-    from cassle.evaluate.features import feature_options, split_features
-    from cassle.evaluate.load import backbone_from_args
-
     metric = check_metric(args.metric or get_dataset(args.dataset).metric)
     backbone, info, device = backbone_from_args(args)
     options = feature_options(args, device)

@@ -7,12 +7,10 @@
      "mean": [3 floats], "std": [3 floats]}   # the input normalisation the backbone was trained with
 
 `load_method` rebuilds a whole pretrained model (backbone + (conditioned) projector) from a run folder.
-The command-line helpers at the end are shared by every `cassle eval TASK`.
 """
 
 from __future__ import annotations
 
-import argparse
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,29 +19,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from cassle.io import file_sha256, read_json, write_json
-from cassle.nets import IMAGENET_MEAN, IMAGENET_STD, STL10_MEAN, STL10_STD, Backbone, build_backbone
+from cassle.core.devices import resolve_device
+from cassle.core.io import file_sha256, read_json
+from cassle.methods import Method, build_method
+from cassle.nets import Backbone, build_backbone, input_statistics, resnet_names
 
-EXTERNAL_ARCHS: tuple[str, ...] = ("resnet18", "resnet50", "resnet_narrow")
 # Where external checkpoints keep the backbone's state dict, and the prefixes their keys may carry (tried in order).
 WRAPPER_KEYS: tuple[str, ...] = ("state_dict", "backbone", "model")
 KEY_PREFIXES: tuple[str, ...] = (
     "", "module.", "encoder_q.", "module.encoder_q.", "backbone.", "module.backbone.", "backbone.net.",
 )
 RUN_FILES = ("backbone.pt", "checkpoint.pt", "metrics.json")
-
-
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """`None`/"auto": CUDA when available, else CPU; "cuda" without a GPU raises ValueError."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"device {device!r} is not a torch device; use auto, cpu or cuda[:N]") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} was asked for but CUDA is not available; use --device auto or cpu")
-    return resolved
 
 
 def _torch_load(path: Path) -> Any:
@@ -74,11 +60,6 @@ def run_config(run_dir: Path) -> dict[str, Any]:
         f"{run_dir} is not a finished pretraining run: neither metrics.json nor checkpoint.pt holds its config "
         f"(a run folder has {', '.join(RUN_FILES)}); run `cassle pretrain` to the end or pass the right folder"
     )
-
-
-def _normalization(pretrain_dataset: str | None) -> tuple[list[float], list[float]]:
-    mean, std = (STL10_MEAN, STL10_STD) if pretrain_dataset == "stl10" else (IMAGENET_MEAN, IMAGENET_STD)
-    return list(mean), list(std)
 
 
 def unwrap_state_dict(checkpoint: Any, path: Path) -> tuple[dict[str, Tensor], str]:
@@ -124,7 +105,7 @@ def _load_run_backbone(run_dir: Path, arch: str | None) -> tuple[Backbone, dict[
                          "leave --arch out for run folders")
     backbone = build_backbone(config["backbone"], config["cifar_stem"], image_size=config["image_size"])
     backbone.load_torchvision_state_dict(_torch_load(weights))
-    mean, std = _normalization(config["dataset"])
+    mean, std = map(list, input_statistics(config["dataset"]))
     info = {"kind": "run", "path": str(run_dir), "sha256": file_sha256(weights), "arch": config["backbone"],
             "cifar_stem": config["cifar_stem"], "image_size": config["image_size"], "config": config,
             "mean": mean, "std": std}
@@ -132,14 +113,14 @@ def _load_run_backbone(run_dir: Path, arch: str | None) -> tuple[Backbone, dict[
 
 
 def _load_external_backbone(path: Path, arch: str | None, image_size: int | None) -> tuple[Backbone, dict[str, Any]]:
-    if arch not in EXTERNAL_ARCHS:
+    if arch not in resnet_names():
         raise ValueError(f"{path} is a state_dict file, so its architecture must be given: --arch one of "
-                         f"{', '.join(EXTERNAL_ARCHS)} (got {arch!r})")
+                         f"{', '.join(resnet_names())} (got {arch!r})")
     state, prefix = unwrap_state_dict(_torch_load(path), path)
     cifar_stem = state[f"{prefix}conv1.weight"].shape[-1] == 3  # torchvision's stem is 7x7, the CIFAR one 3x3
     backbone = build_backbone(arch, cifar_stem)
     backbone.load_torchvision_state_dict(state, prefix)
-    mean, std = _normalization(None)
+    mean, std = map(list, input_statistics(None))
     info = {"kind": "state_dict", "path": str(path), "sha256": file_sha256(path), "arch": arch,
             "cifar_stem": cifar_stem, "image_size": image_size or (32 if cifar_stem else 224), "config": None,
             "mean": mean, "std": std}
@@ -171,10 +152,8 @@ def load_backbone(
     return _freeze(backbone, resolve_device(device)), info
 
 
-def load_method(run_dir: Path | str, device: str | torch.device | None = None):
+def load_method(run_dir: Path | str, device: str | torch.device | None = None) -> Method:
     """The whole pretrained model of a run folder (backbone, (conditioned) projector, ...), frozen, eval mode."""
-    from cassle.methods import Method, build_method
-
     path = Path(run_dir)
     if not path.is_dir():
         raise ValueError(f"{path} is not a folder: this evaluation needs a pretraining run folder (with "
@@ -187,54 +166,3 @@ def load_method(run_dir: Path | str, device: str | torch.device | None = None):
     method: Method = build_method(checkpoint["config"])
     method.load_state_dict(checkpoint["model"])
     return method.requires_grad_(False).eval().to(resolve_device(device))
-
-
-# --- command-line helpers shared by the `cassle eval TASK` modules -------------------------------------------------
-
-def add_common_arguments(parser: argparse.ArgumentParser, dataset: str | None = None,
-                         source_required: bool = True) -> None:
-    """The options every `cassle eval TASK` takes; `dataset` is the default of --dataset (None: required when the
-    source is). `source_required=False` makes SOURCE optional (`cassle eval linear --features`)."""
-    parser.add_argument("source", type=Path, nargs=None if source_required else "?", default=None,
-                        help="pretraining run folder, or a .pt file with a torchvision ResNet state_dict (then give "
-                        "--arch)")
-    parser.add_argument("--arch", choices=EXTERNAL_ARCHS, default=None,
-                        help="architecture of a state_dict source (not needed for run folders)")
-    parser.add_argument("--image-size", type=int, default=None,
-                        help="evaluation image size (default: the run's pretraining size; 224, or 32 for a "
-                        "CIFAR-stem state_dict)")
-    parser.add_argument("--dataset", default=dataset, required=dataset is None and source_required,
-                        help="registered downstream dataset" + (f" (default: {dataset})" if dataset else ""))
-    parser.add_argument("--data-root", type=Path, default=None, help="folder of the dataset (not needed for "
-                        "synthetic)")
-    parser.add_argument("--out", type=Path, required=True, help="output folder: metrics.json, features/, figures")
-    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda[:N]")
-    parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=4, help="data-loading worker processes (default: 4)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
-    parser.add_argument("--max-images", type=int, default=None,
-                        help="use only the first N images of each split (quick runs; default: all)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def backbone_from_args(args: argparse.Namespace) -> tuple[Backbone, dict[str, Any], torch.device]:
-    """load_backbone for the common options; returns (backbone, source info, device)."""
-    device = resolve_device(args.device)
-    backbone, info = load_backbone(args.source, args.arch, device, args.image_size)
-    return backbone, info, device
-
-
-def write_eval_metrics(args: argparse.Namespace, task: str, metrics: Mapping[str, Any], info: Mapping[str, Any],
-                       options: Mapping[str, Any] | None = None) -> Path:
-    """Write OUT/metrics.json: task, dataset, metrics, source (path, kind, sha256, arch, image size), provenance.
-
-    The provenance's config hash covers the source's weights, the dataset and the task `options`."""
-    from cassle.provenance import provenance
-
-    source = {key: info[key] for key in ("kind", "path", "sha256", "arch", "cifar_stem", "image_size")}
-    eval_config = {"task": task, "dataset": args.dataset, "source_sha256": info["sha256"],
-                   "image_size": info["image_size"], "max_images": args.max_images, **(options or {})}
-    path = Path(args.out) / "metrics.json"
-    write_json(path, {"task": task, "dataset": args.dataset, "metrics": dict(metrics), "source": source,
-                      "options": dict(options or {}), "provenance": provenance(eval_config, args.seed)})
-    return path

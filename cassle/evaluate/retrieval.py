@@ -24,8 +24,9 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from cassle.core.io import atomic_savefig
+from cassle.evaluate.command import add_common_arguments, backbone_from_args, write_eval_metrics
 from cassle.evaluate.features import feature_options, load_split, split_features, split_transform
-from cassle.evaluate.load import add_common_arguments, backbone_from_args, write_eval_metrics
 
 FIGURE_NAME = "retrieval"
 
@@ -98,8 +99,6 @@ def draw_grid(images: Mapping[int, Tensor], queries: Sequence[int], neighbours: 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from cassle.io import atomic_savefig
 
     rows, k = neighbours.shape
     figure, axes = plt.subplots(rows, k + 1, figsize=(1.6 * (k + 1), 1.7 * rows), squeeze=False)

@@ -17,8 +17,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from cassle.evaluate.command import add_common_arguments, backbone_from_args, write_eval_metrics
 from cassle.evaluate.features import feature_options, split_features
-from cassle.evaluate.load import add_common_arguments, backbone_from_args, write_eval_metrics
+from cassle.evaluate.linear import linear_probe
 
 ANGLES: tuple[int, ...] = (0, 90, 180, 270)
 SPLITS = ("train", "val", "test")
@@ -56,8 +57,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Extract features of every rotated image of train/val/test, run the linear protocol, write metrics.json."""
-    from cassle.evaluate.linear import linear_probe
-
     backbone, info, device = backbone_from_args(args)
     options = feature_options(args, device)
     splits = {split: split_features(backbone, info, args.dataset, split, args.out, wrap=Rotations, tag="rotation",

@@ -28,9 +28,10 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from cassle.augment import OMEGA_DIM, OMEGA_SLICES, ViewSampler
+from cassle.core.io import atomic_savefig, read_json
+from cassle.evaluate.command import add_common_arguments, backbone_from_args, write_eval_metrics
 from cassle.evaluate.features import eval_transform, load_split
-from cassle.evaluate.load import add_common_arguments, backbone_from_args, load_method, write_eval_metrics
-from cassle.io import atomic_savefig, read_json
+from cassle.evaluate.load import load_method
 from cassle.nets import Backbone, Normalize
 
 AUGMENTATIONS: tuple[str, ...] = ("crop", "color", "flip", "grayscale", "blur", "identity")

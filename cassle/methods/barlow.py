@@ -7,9 +7,10 @@ from typing import Any
 
 from torch import Tensor
 
+from cassle.core.optim import BIAS_AND_NORM, param_groups
 from cassle.losses import barlow_twins
 from cassle.methods.base import Method, SSLOutput
-from cassle.train.optim import BIAS_AND_NORM, param_groups
+from cassle.nets import HeadSpecs, MLPSpec
 
 
 class BarlowTwins(Method):
@@ -18,7 +19,8 @@ class BarlowTwins(Method):
     Barlow Twins' two LARS learning rates) and 10 warm-up epochs; `optimizer=lars` gives the original optimiser."""
 
     name = "barlow"
-    heads = "barlow_twins"
+    label = "Barlow Twins"
+    heads = HeadSpecs(MLPSpec(3, 8192, 8192, last_bn=True, last_bn_affine=False))
     defaults = dict(backbone="resnet50", epochs=500, batch_size=256, optimizer="sgd", base_lr=0.05,
                     weight_decay=1e-4, warmup_epochs=10.0, lambd=0.0051)
 

@@ -1,8 +1,9 @@
 """The small base class every framework builds on: backbone, (conditioned) projector, predictor, momentum copies,
 and the variant hooks (CASSLE conditions the projector on omega, AugSelf adds omega-prediction heads).
 
-A framework module subclasses `Method` and implements `ssl_loss(views, omegas) -> SSLOutput`; everything that
-varies with the variant lives here, so a variant never forks a framework.
+A framework module subclasses `Method`, declares its name, label, heads and defaults, and implements
+`ssl_loss(views, omegas) -> SSLOutput`; everything that varies with the variant lives here, so a variant never forks
+a framework. `VARIANTS` is the one list of variants.
 """
 
 from __future__ import annotations
@@ -18,21 +19,22 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from cassle.augment import RELATIVE_BINARY_KEYS, omega_dim, relative_omega, select_omega
+from cassle.core.optim import param_groups
+from cassle.core.schedules import ema_momentum
 from cassle.nets import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    STL10_MEAN,
-    STL10_STD,
+    INJECTIONS,
     AugSelfHead,
     ConditioningConfig,
+    ConditioningError,
     HeadSpecs,
     Normalize,
     build_backbone,
     build_projector,
-    head_specs,
+    input_statistics,
 )
-from cassle.train.optim import param_groups
-from cassle.train.schedules import ema_momentum
+
+VARIANTS: dict[str, str] = {"vanilla": "Vanilla", "augself": "AugSelf", "cassle": "CASSLE"}
+"""The variants every framework runs in (config key `variant`), with their labels in the paper's tables."""
 
 
 @dataclass
@@ -73,51 +75,61 @@ class AugSelfLoss(nn.Module):
 class Method(nn.Module):
     """Backbone + projector (+ predictor) (+ momentum copies) trained with one SSL objective.
 
-    Subclasses set `name`, `heads` (projector/predictor shapes), `defaults` (config defaults: the paper's Table 5),
-    `momentum_encoder` and implement `ssl_loss`. forward(views, omegas) returns a dict of losses whose "loss" entry
-    is the total to minimise.
+    Subclasses set `name` (config key `framework`), `label` (its name in the paper's tables), `heads` (projector and
+    predictor shapes: the paper's Table 5), `defaults` (config defaults), `momentum_encoder`, and implement
+    `ssl_loss`. forward(views, omegas, step, total_steps) returns a dict of losses whose "loss" entry is the total
+    to minimise.
     """
 
     name: ClassVar[str]
-    heads: ClassVar[str | None]  # key of cassle.nets.FRAMEWORK_HEADS, None without projector
+    label: ClassVar[str]
+    heads: ClassVar[HeadSpecs | None]  # None: no projector
     defaults: ClassVar[dict[str, Any]]
     momentum_encoder: ClassVar[bool] = False
+    injections: ClassVar[tuple[str, ...]] = tuple(INJECTIONS)  # the CASSLE injections this framework can use
+    injection_note: ClassVar[str] = ""  # why it cannot use the others
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__()
         self.config = dict(config)
-        stl = config["dataset"] == "stl10"
-        self.normalize = Normalize(STL10_MEAN, STL10_STD) if stl else Normalize(IMAGENET_MEAN, IMAGENET_STD)
+        self.normalize = Normalize(*input_statistics(config["dataset"]))
         self.backbone = build_backbone(config["backbone"], config["cifar_stem"], image_size=config["image_size"])
-        self.conditioning = self._conditioning(config)
+        self.conditioning = self.conditioning_config(config)
         self.omega_keys = self.conditioning.omega_keys if self.conditioning else ()
         specs = self.head_specs()
         self.projector = self.build_projector(specs, self.backbone.num_features)
         self.predictor = specs.build_predictor() if specs else None
         self.augself = AugSelfLoss(self.backbone.num_features, config["augself.weights"]) \
             if config["variant"] == "augself" else None
-        self.progress = (0, 1)  # (step, total steps), set by the engine before each forward
         if self.momentum_encoder:
             self.momentum_backbone = copy.deepcopy(self.backbone).requires_grad_(False)
             self.momentum_projector = copy.deepcopy(self.projector).requires_grad_(False)
 
-    @staticmethod
-    def _conditioning(config: Mapping[str, Any]) -> ConditioningConfig | None:
+    @classmethod
+    def conditioning_config(cls, config: Mapping[str, Any]) -> ConditioningConfig | None:
+        """How the CASSLE variant conditions this framework's projector (None for the other variants); settings
+        that do not go together, also with this framework, raise ConditioningError."""
         if config["variant"] != "cassle":
             return None
-        return ConditioningConfig(
+        conditioning = ConditioningConfig(
             omega_keys=tuple(config["conditioning.omega_keys"]),
             encoder_depth=config["conditioning.encoder_depth"],
             encoder_width=config["conditioning.encoder_width"],
             injection=config["conditioning.injection"],
             hypernet_bn=config["conditioning.hypernet_bn"],
         )
+        if conditioning.injection not in cls.injections:
+            raise ConditioningError("injection", f"injection {conditioning.injection!r} is not allowed with framework "
+                                    f"{cls.name}{cls.injection_note}; use {' or '.join(map(repr, cls.injections))}")
+        return conditioning
 
     def head_specs(self) -> HeadSpecs | None:
         """Projector/predictor shapes: the framework's (paper Table 5) with the config's size overrides."""
+        if self.heads is None:
+            return None
         sizes = {field: self.config[f"projector.{field}"] for field in ("num_layers", "hidden_dim", "out_dim")
                  if self.config[f"projector.{field}"] is not None}
-        specs = head_specs(self.heads, **self.projector_options(), **sizes)
+        specs = self.heads.with_projector(**self.projector_options(), **sizes)
         if specs.predictor is not None and self.config["predictor.hidden_dim"] is not None:
             specs = dataclasses.replace(specs, predictor=dataclasses.replace(
                 specs.predictor, hidden_dim=self.config["predictor.hidden_dim"], out_dim=specs.projector.out_dim))
@@ -152,9 +164,12 @@ class Method(nn.Module):
     def ssl_loss(self, views: Sequence[Tensor], omegas: Sequence[Tensor]) -> SSLOutput:
         raise NotImplementedError
 
-    def forward(self, views: Sequence[Tensor], omegas: Sequence[Tensor]) -> dict[str, Tensor]:
+    def forward(self, views: Sequence[Tensor], omegas: Sequence[Tensor], step: int = 0,
+                total_steps: int = 1) -> dict[str, Tensor]:
+        """Losses of one training step on two views and their omegas; `step` of `total_steps` sets the momentum
+        encoder's rate (the engine passes both; the defaults give the rate at the start)."""
         if self.momentum_encoder:
-            self.update_momentum_encoder()
+            self.update_momentum_encoder(self.momentum(step, total_steps))
         out = self.ssl_loss(views, omegas)
         losses = {"ssl": out.loss, "loss": out.loss}
         if self.augself is not None:
@@ -162,17 +177,15 @@ class Method(nn.Module):
             losses.update(per_key, loss=out.loss + augself_total)
         return losses
 
-    def momentum(self) -> float:
-        """The momentum-encoder rate at the current step (constant when ema == ema_final)."""
-        step, total = self.progress
-        return ema_momentum(step, total, base=self.config["ema"], final=self.config["ema_final"])
+    def momentum(self, step: int, total_steps: int) -> float:
+        """The momentum-encoder rate at `step` of `total_steps` (constant when ema == ema_final)."""
+        return ema_momentum(step, total_steps, base=self.config["ema"], final=self.config["ema_final"])
 
     @torch.no_grad()
-    def update_momentum_encoder(self) -> None:
-        """EMA of the online backbone and projector parameters into the momentum copies, before computing keys as
-        MoCo does (at step 0 both are equal, so the first update is the identity). The momentum copies keep their
-        own BatchNorm statistics, as in MoCo and BYOL."""
-        m = self.momentum()
+    def update_momentum_encoder(self, m: float) -> None:
+        """EMA with rate `m` of the online backbone and projector parameters into the momentum copies, before
+        computing keys as MoCo does (at step 0 both are equal, so the first update is the identity). The momentum
+        copies keep their own BatchNorm statistics, as in MoCo and BYOL."""
         online = [*self.backbone.parameters(), *self.projector.parameters()]
         target = [*self.momentum_backbone.parameters(), *self.momentum_projector.parameters()]
         torch._foreach_lerp_(target, online, 1.0 - m)

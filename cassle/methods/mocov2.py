@@ -9,9 +9,10 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from cassle.distributed import all_gather_no_grad
+from cassle.core.distributed import all_gather_no_grad
 from cassle.losses import infonce
 from cassle.methods.base import Method, SSLOutput
+from cassle.nets import HeadSpecs, MLPSpec
 
 
 class MoCoV2(Method):
@@ -22,7 +23,8 @@ class MoCoV2(Method):
     """
 
     name = "mocov2"
-    heads = "mocov2"
+    label = "MoCo-v2"
+    heads = HeadSpecs(MLPSpec(2, 2048, 128))  # BN in the hidden layer, as the authors' code; compat=original drops it
     momentum_encoder = True
     defaults = dict(backbone="resnet50", epochs=500, batch_size=256, optimizer="sgd", base_lr=0.03,
                     weight_decay=1e-4, warmup_epochs=0.0, temperature=0.2, queue_size=65536, ema=0.999,

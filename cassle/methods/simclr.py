@@ -8,6 +8,7 @@ from torch import Tensor
 
 from cassle.losses import nt_xent
 from cassle.methods.base import Method, SSLOutput
+from cassle.nets import HeadSpecs, MLPSpec
 
 
 class SimCLR(Method):
@@ -15,7 +16,8 @@ class SimCLR(Method):
     batch of each process only, as the CASSLE authors' code does."""
 
     name = "simclr"
-    heads = "simclr"
+    label = "SimCLR"
+    heads = HeadSpecs(MLPSpec(2, 2048, 128))
     defaults = dict(backbone="resnet50", epochs=300, batch_size=1024, optimizer="sgd", base_lr=0.05,
                     weight_decay=1e-4, warmup_epochs=0.0, temperature=0.2)
 

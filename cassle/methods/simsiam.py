@@ -7,16 +7,18 @@ from typing import Any
 
 from torch import Tensor
 
+from cassle.core.schedules import FIXED_LR
 from cassle.losses import negative_cosine
 from cassle.methods.base import Method, SSLOutput
-from cassle.train.schedules import FIXED_LR
+from cassle.nets import HeadSpecs, MLPSpec
 
 
 class SimSiam(Method):
     """Symmetric negative cosine; the predictor keeps a constant learning rate, as published."""
 
     name = "simsiam"
-    heads = "simsiam"
+    label = "SimSiam"
+    heads = HeadSpecs(MLPSpec(3, 2048, 2048, last_bn=True), MLPSpec(2, 512, 2048))
     defaults = dict(backbone="resnet50", epochs=500, batch_size=256, optimizer="sgd", base_lr=0.05,
                     weight_decay=1e-4, warmup_epochs=0.0)
 

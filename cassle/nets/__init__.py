@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cassle.nets.backbones import (
-    BACKBONE_NAMES,
+    BACKBONES,
     NARROW_WIDTHS,
     Backbone,
     ResNetBackbone,
@@ -11,25 +11,24 @@ from cassle.nets.backbones import (
     build_backbone,
     init_like_torchvision,
     reset_parameters_like_authors,
+    resnet_names,
 )
 from cassle.nets.conditioning import (
-    DEFAULT_OMEGA_KEYS,
     INJECTIONS,
     AugmentationEncoder,
     ConditionedProjector,
     ConditioningConfig,
+    ConditioningError,
     FeatureConditioner,
     GeneratedMLP,
     build_projector,
     generated_param_count,
 )
-from cassle.nets.heads import FRAMEWORK_HEADS, AugSelfHead, HeadSpecs, MLPSpec, head_specs, mlp
-from cassle.nets.inputs import IMAGENET_MEAN, IMAGENET_STD, STL10_MEAN, STL10_STD, Normalize
+from cassle.nets.heads import AugSelfHead, HeadSpecs, MLPSpec, mlp
+from cassle.nets.inputs import IMAGENET_MEAN, IMAGENET_STD, STL10_MEAN, STL10_STD, Normalize, input_statistics
 
 __all__ = [
-    "BACKBONE_NAMES",
-    "DEFAULT_OMEGA_KEYS",
-    "FRAMEWORK_HEADS",
+    "BACKBONES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "INJECTIONS",
@@ -41,6 +40,7 @@ __all__ = [
     "Backbone",
     "ConditionedProjector",
     "ConditioningConfig",
+    "ConditioningError",
     "FeatureConditioner",
     "GeneratedMLP",
     "HeadSpecs",
@@ -51,8 +51,9 @@ __all__ = [
     "build_backbone",
     "build_projector",
     "generated_param_count",
-    "head_specs",
     "init_like_torchvision",
+    "input_statistics",
     "mlp",
     "reset_parameters_like_authors",
+    "resnet_names",
 ]

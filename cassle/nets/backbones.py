@@ -8,14 +8,17 @@ backbone: see `cassle.nets.inputs.Normalize`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import Tensor, nn
 from torchvision.models import VisionTransformer, resnet18, resnet50
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-BACKBONE_NAMES: tuple[str, ...] = ("resnet18", "resnet50", "resnet_narrow", "vit_small")
+from cassle.core.registry import Registry
+
 NARROW_WIDTHS: tuple[int, int, int, int] = (16, 32, 64, 128)
 _RESNET_LAYERS: tuple[str, ...] = ("layer1", "layer2", "layer3", "layer4")
 _MAX_KEYS_IN_ERROR = 8
@@ -171,7 +174,8 @@ def _use_cifar_stem(net: ResNet) -> None:
     net.maxpool = nn.Identity()
 
 
-def _build_resnet(name: str, cifar_stem: bool, zero_init_residual: bool) -> ResNetBackbone:
+def _build_resnet(name: str, cifar_stem: bool, image_size: int, zero_init_residual: bool) -> ResNetBackbone:
+    """A torchvision ResNet trunk (any image size)."""
     if name == "resnet_narrow":
         net = _narrow_resnet(NARROW_WIDTHS, zero_init_residual)
     else:
@@ -184,7 +188,12 @@ def _build_resnet(name: str, cifar_stem: bool, zero_init_residual: bool) -> ResN
     return ResNetBackbone(net, num_features, name)
 
 
-def _build_vit_small(image_size: int) -> ViTBackbone:
+def _build_vit_small(cifar_stem: bool, image_size: int, zero_init_residual: bool) -> ViTBackbone:
+    if cifar_stem or zero_init_residual:
+        raise ValueError(
+            f"vit_small has no ResNet stem or residual BN: got cifar_stem={cifar_stem}, "
+            f"zero_init_residual={zero_init_residual}; leave both False"
+        )
     if image_size <= 0 or image_size % 16:
         raise ValueError(f"vit_small needs image_size a positive multiple of the patch size 16, got {image_size}")
     # ViT-S sizes with MoCo-v3's 12 heads (the CASSLE authors' vits.py, from MoCo-v3; DeiT-S has 6).
@@ -195,6 +204,29 @@ def _build_vit_small(image_size: int) -> ViTBackbone:
     return ViTBackbone(net, "vit_small")
 
 
+@dataclass(frozen=True)
+class BackboneEntry:
+    """How to build one backbone: `build(cifar_stem, image_size, zero_init_residual)`; `resnet` says it is a
+    torchvision ResNet, the architecture an external state_dict checkpoint may have."""
+
+    build: Callable[[bool, int, bool], Backbone]
+    resnet: bool
+
+
+BACKBONES: Registry[BackboneEntry] = Registry("backbone", [
+    ("resnet18", BackboneEntry(partial(_build_resnet, "resnet18"), resnet=True)),
+    ("resnet50", BackboneEntry(partial(_build_resnet, "resnet50"), resnet=True)),
+    ("resnet_narrow", BackboneEntry(partial(_build_resnet, "resnet_narrow"), resnet=True)),
+    ("vit_small", BackboneEntry(_build_vit_small, resnet=False)),
+])
+"""Every backbone by name (config key `backbone`)."""
+
+
+def resnet_names() -> tuple[str, ...]:
+    """The registered torchvision ResNets: the architectures an external state_dict checkpoint may have."""
+    return tuple(name for name, entry in BACKBONES.items() if entry.resnet)
+
+
 def build_backbone(
     name: str,
     cifar_stem: bool = False,
@@ -203,23 +235,13 @@ def build_backbone(
     zero_init_residual: bool = False,
     authors_init: bool = False,
 ) -> Backbone:
-    """Build a backbone by name (see BACKBONE_NAMES); never downloads weights.
+    """Build a registered backbone (BACKBONES) by name; never downloads weights.
 
     cifar_stem: ResNets only, 3x3 stride-1 conv1 and no max-pool. image_size: ViT only (ResNets take any size).
     zero_init_residual: ResNets only, zero the last BN weight of each residual block.
     authors_init: apply `reset_parameters_like_authors` instead of keeping torchvision's init.
     """
-    if name not in BACKBONE_NAMES:
-        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONE_NAMES)}")
-    if name == "vit_small":
-        if cifar_stem or zero_init_residual:
-            raise ValueError(
-                f"vit_small has no ResNet stem or residual BN: got cifar_stem={cifar_stem}, "
-                f"zero_init_residual={zero_init_residual}; leave both False"
-            )
-        backbone: Backbone = _build_vit_small(image_size)
-    else:
-        backbone = _build_resnet(name, cifar_stem, zero_init_residual)
+    backbone = BACKBONES[name].build(cifar_stem, image_size, zero_init_residual)
     if authors_init:
         reset_parameters_like_authors(backbone)
     return backbone

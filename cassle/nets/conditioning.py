@@ -13,7 +13,10 @@ augmentation encoder to an embedding g and injected into the projector input e (
   Cost: the encoder's last Linear has width * T weights plus 2T BN parameters, and a forward holds B x T
   generated values (MoCo-v2 head, 2048-2048-128: T = 4,458,624, i.e. ~285M hypernetwork parameters at
   width 64 and ~4.6 GB of generated weights for a batch of 256 in fp32).
-- `none`: omega is ignored; the module holds exactly the vanilla projector.
+- `none`: omega is ignored; the module holds exactly the vanilla projector (not a config choice).
+
+`ConditioningConfig` holds every rule about which settings go together; the modules here and the config
+validation (cassle.config) both rely on it, so a combination is checked in one place.
 """
 
 from __future__ import annotations
@@ -27,8 +30,21 @@ from torch.nn import functional as F
 from cassle.augment import OMEGA_KEYS
 from cassle.nets.heads import MLPSpec, mlp
 
-INJECTIONS: tuple[str, ...] = ("cat", "add", "mul", "hypernet", "none")
-DEFAULT_OMEGA_KEYS: tuple[str, ...] = OMEGA_KEYS
+INJECTIONS: dict[str, str] = {"cat": "Concatenation", "add": "Addition", "mul": "Multiplication",
+                              "hypernet": "Hypernetwork"}
+"""How omega enters the projector (config key `conditioning.injection`), with the paper's names for them (Table 4)."""
+NO_INJECTION = "none"
+"""An injection that ignores omega: the conditioned projector is exactly the vanilla one (for equivalence tests)."""
+NEEDS_ENCODER = ("add", "mul", "hypernet")  # injections whose size the augmentation encoder must produce
+
+
+class ConditioningError(ValueError):
+    """Conditioning settings that do not go together; `field` is the setting at fault (config key
+    `conditioning.<field>`)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class AugmentationEncoder(nn.Module):
@@ -110,23 +126,13 @@ class ConditionedProjector(nn.Module):
         hypernet_bn: bool = False,
     ) -> None:
         super().__init__()
-        if injection not in INJECTIONS:
-            raise ValueError(f"unknown injection {injection!r}; choose one of {', '.join(INJECTIONS)}")
-        if encoder_out_dim is not None and injection != "cat":
-            raise ValueError(
-                f"encoder_out_dim={encoder_out_dim} only applies to injection 'cat' (got {injection!r}): "
-                "add/mul fix it to feat_dim and hypernet to the number of generated weights"
-            )
-        if injection in ("add", "mul", "hypernet") and encoder_depth < 1:
-            raise ValueError(
-                f"injection {injection!r} needs an augmentation encoder (encoder_depth >= 1) to map omega to the "
-                f"required size, got encoder_depth={encoder_depth}; use 'cat' to feed raw omega"
-            )
+        ConditioningConfig(encoder_depth=encoder_depth, encoder_width=encoder_width, injection=injection,
+                           hypernet_bn=hypernet_bn, encoder_out_dim=encoder_out_dim)  # raises on a bad combination
         self.injection = injection
         self.feat_dim = feat_dim
         self.omega_dim = omega_dim
         self.encoder: AugmentationEncoder | None = None
-        if injection == "none":
+        if injection == NO_INJECTION:
             self.projector: nn.Module = projector.build(feat_dim)
         elif injection == "hypernet":
             self.projector = GeneratedMLP(projector, feat_dim, hypernet_bn)
@@ -156,11 +162,7 @@ class FeatureConditioner(nn.Module):
 
     def __init__(self, feat_dim: int, omega_dim: int, encoder_depth: int = 6, encoder_width: int = 64) -> None:
         super().__init__()
-        if encoder_depth < 1:
-            raise ValueError(
-                "FeatureConditioner adds gamma(omega) to the features and needs encoder_depth >= 1, "
-                f"got {encoder_depth}"
-            )
+        ConditioningConfig(encoder_depth=encoder_depth, encoder_width=encoder_width, injection="add")  # depth >= 1
         self.feat_dim = feat_dim
         self.omega_dim = omega_dim
         self.encoder = AugmentationEncoder(omega_dim, encoder_width, encoder_depth, feat_dim)
@@ -172,10 +174,12 @@ class FeatureConditioner(nn.Module):
 
 @dataclass(frozen=True)
 class ConditioningConfig:
-    """How the CASSLE variant conditions the projector. omega_dim is computed by the caller from omega_keys
-    (`cassle.augment.omega_dim`); encoder_out_dim (cat only) defaults to encoder_width."""
+    """How the CASSLE variant conditions the projector, checked as a whole on construction (ConditioningError).
 
-    omega_keys: tuple[str, ...] = DEFAULT_OMEGA_KEYS
+    omega_dim is computed by the caller from omega_keys (`cassle.augment.omega_dim`); encoder_out_dim (cat only)
+    defaults to encoder_width."""
+
+    omega_keys: tuple[str, ...] = OMEGA_KEYS
     encoder_depth: int = 6
     encoder_width: int = 64
     injection: str = "cat"
@@ -184,15 +188,33 @@ class ConditioningConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "omega_keys", tuple(self.omega_keys))
-        if not self.omega_keys or len(set(self.omega_keys)) != len(self.omega_keys):
-            raise ValueError(f"omega_keys must be non-empty and without repeats, got {self.omega_keys}")
-        if self.injection not in INJECTIONS:
-            raise ValueError(f"unknown injection {self.injection!r}; choose one of {', '.join(INJECTIONS)}")
-        if self.encoder_depth < 0 or self.encoder_width < 1:
-            raise ValueError(
-                f"encoder_depth must be >= 0 and encoder_width >= 1, got depth={self.encoder_depth}, "
-                f"width={self.encoder_width}"
-            )
+        problem = self.problem()
+        if problem is not None:
+            raise ConditioningError(*problem)
+
+    def problem(self) -> tuple[str, str] | None:
+        """(field, message) of the first rule these settings break, None when they go together."""
+        keys, injection, depth = self.omega_keys, self.injection, self.encoder_depth
+        if not keys or len(set(keys)) != len(keys) or not set(keys) <= set(OMEGA_KEYS):
+            return "omega_keys", (f"omega_keys must be a non-empty list of distinct keys among {', '.join(OMEGA_KEYS)} "
+                                  f"(without repeats), got {keys}")
+        if injection not in INJECTIONS and injection != NO_INJECTION:
+            return "injection", f"unknown injection {injection!r}; choose one of {', '.join(INJECTIONS)}"
+        if depth < 0 or self.encoder_width < 1:
+            return "encoder_depth", (f"encoder_depth must be >= 0 and encoder_width >= 1, got depth={depth}, "
+                                     f"width={self.encoder_width}")
+        if injection in NEEDS_ENCODER and depth < 1:
+            return "encoder_depth", (f"injection {injection!r} needs an augmentation encoder (encoder_depth >= 1) to "
+                                     f"map omega to the required size, got encoder_depth={depth}; use 'cat' to feed "
+                                     "raw omega")
+        if self.hypernet_bn and injection != "hypernet":
+            return "hypernet_bn", (f"hypernet_bn=True puts BatchNorm between hypernetwork-generated layers, so it needs "
+                                   f"injection 'hypernet', got {injection!r}")
+        if self.encoder_out_dim is not None and injection != "cat":
+            return "encoder_out_dim", (f"encoder_out_dim={self.encoder_out_dim} only applies to injection 'cat' (got "
+                                       f"{injection!r}): add/mul fix it to feat_dim and hypernet to the number of "
+                                       "generated weights")
+        return None
 
 
 def build_projector(

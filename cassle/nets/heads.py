@@ -1,4 +1,4 @@
-"""MLP heads: the generic `mlp`, per-framework projector / predictor specs (paper Table 5), AugSelf heads."""
+"""MLP heads: the generic `mlp`, projector / predictor specs (each framework declares its own), AugSelf heads."""
 
 from __future__ import annotations
 
@@ -77,7 +77,8 @@ class MLPSpec:
 
 @dataclass(frozen=True)
 class HeadSpecs:
-    """A framework's projector and optional predictor (the predictor never sees omega)."""
+    """A framework's projector and optional predictor (the predictor never sees omega). Each framework in
+    cassle.methods declares its own (the paper's Table 5 and the authors' code)."""
 
     projector: MLPSpec
     predictor: MLPSpec | None = None
@@ -86,33 +87,14 @@ class HeadSpecs:
         """The predictor, fed the projector's output."""
         return None if self.predictor is None else self.predictor.build(self.projector.out_dim)
 
-
-# Paper Table 5 plus the authors' code (reference section 2.3). BN sits in every hidden layer, as in the
-# authors' code; the original MoCo-v2 head has none: head_specs("mocov2", hidden_bn=False).
-FRAMEWORK_HEADS: dict[str, HeadSpecs] = {
-    "mocov2": HeadSpecs(MLPSpec(2, 2048, 128)),
-    "simclr": HeadSpecs(MLPSpec(2, 2048, 128)),
-    "barlow_twins": HeadSpecs(MLPSpec(3, 8192, 8192, last_bn=True, last_bn_affine=False)),
-    "mocov3": HeadSpecs(
-        MLPSpec(3, 4096, 256, last_bn=True, last_bn_affine=False),
-        MLPSpec(2, 4096, 256, last_bn=True, last_bn_affine=False),
-    ),
-    "byol": HeadSpecs(MLPSpec(2, 4096, 256), MLPSpec(2, 4096, 256)),
-    "simsiam": HeadSpecs(MLPSpec(3, 2048, 2048, last_bn=True), MLPSpec(2, 512, 2048)),
-}
-
-
-def head_specs(framework: str, **projector_overrides: object) -> HeadSpecs:
-    """The framework's heads; keyword overrides replace projector fields (e.g. hidden_bn=False, num_layers=2)."""
-    if framework not in FRAMEWORK_HEADS:
-        raise ValueError(f"no head specs for framework {framework!r}; choose one of {', '.join(FRAMEWORK_HEADS)}")
-    specs = FRAMEWORK_HEADS[framework]
-    unknown = set(projector_overrides) - {f.name for f in dataclasses.fields(MLPSpec)}
-    if unknown:
-        raise ValueError(
-            f"unknown projector field(s) {sorted(unknown)}; allowed: {[f.name for f in dataclasses.fields(MLPSpec)]}"
-        )
-    return dataclasses.replace(specs, projector=dataclasses.replace(specs.projector, **projector_overrides))
+    def with_projector(self, **fields: object) -> HeadSpecs:
+        """These heads with some projector fields replaced (e.g. hidden_bn=False, num_layers=2)."""
+        unknown = set(fields) - {f.name for f in dataclasses.fields(MLPSpec)}
+        if unknown:
+            raise ValueError(
+                f"unknown projector field(s) {sorted(unknown)}; allowed: {[f.name for f in dataclasses.fields(MLPSpec)]}"
+            )
+        return dataclasses.replace(self, projector=dataclasses.replace(self.projector, **fields))
 
 
 class AugSelfHead(nn.Module):

@@ -14,6 +14,12 @@ STL10_MEAN: tuple[float, float, float] = (0.43, 0.42, 0.39)
 STL10_STD: tuple[float, float, float] = (0.27, 0.26, 0.27)
 
 
+def input_statistics(pretrain_dataset: str | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) a backbone pretrained on `pretrain_dataset` expects: the authors' STL-10 statistics for STL-10,
+    ImageNet's for every other dataset and for external checkpoints (None)."""
+    return (STL10_MEAN, STL10_STD) if pretrain_dataset == "stl10" else (IMAGENET_MEAN, IMAGENET_STD)
+
+
 class Normalize(nn.Module):
     """Per-channel `(x - mean) / std` for B x C x H x W images in [0, 1].
 

@@ -1,39 +1,46 @@
-# One rule per evaluation task (eval_linear, eval_rotation, ...): `cassle eval TASK SOURCE --dataset D` on a
-# pretraining run of the plan or on an external checkpoint. Feature caches live next to metrics.json, undeclared.
+# Every evaluation: `cassle eval TASK SOURCE --dataset D` on a pretraining run of the plan or on an external
+# checkpoint, one job per (task, source, dataset) of the plan. Feature caches live next to metrics.json, undeclared.
 
 
-def eval_input(task):
-    def inputs(wildcards):
-        evaluation = find_evaluation(task, wildcards)
-        if evaluation.external:  # an external checkpoint is not built here: `cassle eval` checks that it exists
-            return []
-        return [f"{pretrain_dir(evaluation.source)}/backbone.pt", f"{pretrain_dir(evaluation.source)}/metrics.json"]
-
-    return inputs
+def evaluation(wildcards):
+    """The plan's evaluation for these wildcards."""
+    for candidate in PLAN.evaluations.get(wildcards.task, []):
+        if candidate.source == wildcards.source and candidate.dataset == wildcards.dataset:
+            return candidate
+    raise WorkflowError(f"no {wildcards.task} evaluation of {wildcards.source} on {wildcards.dataset} in the config")
 
 
-def eval_args(task):
-    return lambda wildcards: shlex.join(find_evaluation(task, wildcards).eval_args(Path(RESULTS)))
+def evaluation_inputs(wildcards):
+    """The pretraining run's outputs; none for an external checkpoint (`cassle eval` checks that it exists)."""
+    found = evaluation(wildcards)
+    if found.external:
+        return []
+    return [f"{pretrain_dir(found.source)}/backbone.pt", f"{pretrain_dir(found.source)}/metrics.json"]
 
 
-for eval_task in PLAN.evaluations:
+def evaluation_args(wildcards):
+    return shlex.join(evaluation(wildcards).eval_args(Path(RESULTS)))
 
-    rule:
-        name:
-            f"eval_{eval_task}"
-        input:
-            eval_input(eval_task),
-        output:
-            f"{RESULTS}/eval/{eval_task}/{{source}}/{{dataset}}/metrics.json",
-        params:
-            args=eval_args(eval_task),
-            out=lambda wildcards, output: str(Path(output[0]).parent),
-        log:
-            f"{RESULTS}/logs/eval/{eval_task}/{{source}}/{{dataset}}.log",
-        threads: 1
-        resources:
-            **launch_resources("eval"),
-            # device, workers, batch size: a resource, not a param (a rerun trigger); they do not change the result
-            runtime_options=lambda wildcards, task=eval_task: shlex.join(find_evaluation(task, wildcards).runtime),
-        shell:
-            launched("eval {params.args} {resources.runtime_options} --quiet")
+
+def evaluation_runtime_options(wildcards):
+    """Device, workers, batch size: a resource, not a param (a rerun trigger); they do not change the result."""
+    return shlex.join(evaluation(wildcards).runtime)
+
+
+rule evaluate:
+    input:
+        evaluation_inputs,
+    output:
+        f"{RESULTS}/eval/{{task}}/{{source}}/{{dataset}}/metrics.json",
+    params:
+        args=evaluation_args,
+        out=lambda wildcards, output: str(Path(output[0]).parent),
+    log:
+        f"{RESULTS}/logs/eval/{{task}}/{{source}}/{{dataset}}.log",
+    threads: 1
+    resources:
+        **launch_resources(config, "eval"),
+        runtime_options=evaluation_runtime_options,
+    shell:
+        "{CASSLE} launch {resources.launch} --job-dir {params.out}/work -- "
+        "eval {params.args} {resources.runtime_options} --quiet > {log} 2>&1"

@@ -2,6 +2,13 @@
 # RESULTS/pretrain/<run>/work/, which Snakemake never deletes, so a failed or killed job resumes where it stopped.
 
 
+def pretrain_overrides(wildcards):
+    """The run's `--set` overrides: a resource, not a param (a rerun trigger). Whatever changes the result already
+    changes the run's folder (its config hash); the rest (runtime keys such as num_workers, the same config spelt
+    another way or first asked for by another group) must not rerun a finished run."""
+    return shlex.join(PLAN.runs[wildcards.run].pretrain_args())
+
+
 rule pretrain:
     output:
         backbone=f"{RESULTS}/pretrain/{{run}}/backbone.pt",
@@ -12,10 +19,8 @@ rule pretrain:
         f"{RESULTS}/logs/pretrain/{{run}}.log",
     threads: 1
     resources:
-        **launch_resources("pretrain"),
-        # The run's `--set` overrides: a resource, not a param (a rerun trigger). Whatever changes the result already
-        # changes the run's folder (its config hash); the rest (runtime keys such as num_workers, the same config
-        # spelt another way or first asked for by another group) must not rerun a finished run.
-        overrides=lambda wildcards: shlex.join(PLAN.runs[wildcards.run].pretrain_args()),
+        **launch_resources(config, "pretrain"),
+        overrides=pretrain_overrides,
     shell:
-        launched("pretrain {resources.overrides} --out {params.out} --quiet")
+        "{CASSLE} launch {resources.launch} --job-dir {params.out}/work -- "
+        "pretrain {resources.overrides} --out {params.out} --quiet > {log} 2>&1"

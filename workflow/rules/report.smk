@@ -25,7 +25,7 @@ rule report:
         ),
     log:
         f"{RESULTS}/logs/report.log",
+    resources:
+        launch=launch_resources(config, "report")["launch"],
     shell:
-        "{CASSLE} report --results {RESULTS} --out {REPORTS} > {log} 2>&1; "
-        'if [ "$CASSLE_MLFLOW" = 1 ]; then {CASSLE} mlflow log-reports {REPORTS} >> {log} 2>&1 '
-        '|| echo "cassle: warning: MLflow logging of {REPORTS} failed" >> {log}; fi'
+        "{CASSLE} launch {resources.launch} -- report --results {RESULTS} --out {REPORTS} > {log} 2>&1"

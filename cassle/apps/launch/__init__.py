@@ -1,0 +1,285 @@
+"""`cassle launch [options] -- COMMAND ARGS...`: run `cassle COMMAND ARGS...` in-process or as a submitit job.
+
+Launchers: `local` calls the command in this process; `submitit-local` and `slurm` submit it with submitit (the
+local executor, or sbatch), requeue it on preemption and timeout (the command resumes from its own checkpoints),
+re-attach to a job still running from an earlier `cassle launch` instead of submitting a duplicate, wait for it,
+and cancel it when this process gets SIGINT or SIGTERM. docs/launch.md has the whole story.
+
+The command itself is run through the `entry` and checked with the `check` function that the command line hands
+over (`args.entry`, `args.check`), so this package never imports the command line above it. Importing it stays
+cheap (the CLI imports it to build its parser): submitit is imported by `run` only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from cassle.core.errors import CassleError
+
+if TYPE_CHECKING:
+    from cassle.apps.launch.jobs import JobHandle
+    from cassle.apps.launch.resources import Resources
+    from cassle.apps.launch.task import CassleTask
+
+LAUNCHERS = ("local", "submitit-local", "slurm")
+DEFAULT_POLL_S = {"submitit-local": 1.0, "slurm": 60.0}
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _bounded(kind: Callable[[str], float], minimum: float, what: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text} is below {minimum:g}; {what} is needed")
+        return value
+
+    return parse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `cassle launch`."""
+    count = _bounded(int, 0, "a whole number >= 0")
+    positive = _bounded(int, 1, "a whole number >= 1")
+    parser.epilog = ("Example: cassle launch --launcher slurm --partition gpu --gpus 4 --time-min 2880 "
+                     "--job-dir results/pretrain/RUN/work -- pretrain cfg.yaml --out results/pretrain/RUN")
+    parser.add_argument("--launcher", choices=LAUNCHERS, default="local",
+                        help="local: in this process (default); submitit-local: a submitit job on this machine; "
+                        "slurm: a submitit job on Slurm")
+    parser.add_argument("--job-dir", type=Path, default=None, metavar="DIR",
+                        help="the job's folder (required by the submitit launchers): job.json, slurm_job_id and "
+                        "submitit/<job id>/ (pickles and logs); e.g. the run's work folder")
+    parser.add_argument("--max-requeues", type=count, default=10, metavar="N",
+                        help="requeues allowed after preemption or timeout before the job fails (default: 10)")
+    parser.add_argument("--mlflow", type=Path, default=None, metavar="RESULTS",
+                        help="once the command succeeded, mirror its --out folder into MLflow (RESULTS: the results "
+                        "root); a store that is down only warns (docs/mlflow.md)")
+    parser.add_argument("--check-only", action="store_true",
+                        help="check the command line (and a pretraining config) as before a submission, run nothing")
+    parser.add_argument("--poll-s", type=_bounded(float, 0.1, "a number of seconds >= 0.1"), default=None,
+                        metavar="S", help="seconds between job state checks (default: 1 for submitit-local, "
+                        "60 for slurm)")
+    resources = parser.add_argument_group("resources (one task per GPU; the local launcher ignores them)")
+    resources.add_argument("--gpus", type=count, default=0, metavar="N",
+                           help="GPUs per node = tasks per node (default: 0, one task without a GPU)")
+    resources.add_argument("--nodes", type=positive, default=1, metavar="N", help="nodes (default: 1)")
+    resources.add_argument("--cpus-per-task", type=positive, default=None, metavar="N", help="CPU cores per task")
+    resources.add_argument("--mem-gb", type=_bounded(float, 0.001, "a positive number of GB"), default=None,
+                           metavar="GB", help="memory per node in GB")
+    resources.add_argument("--time-min", type=positive, default=1440, metavar="MIN",
+                           help="time limit per attempt in minutes; the job is requeued when it runs out "
+                           "(default: 1440)")
+    resources.add_argument("--partition", default=None, metavar="NAME", help="Slurm partition")
+    resources.add_argument("--account", default=None, metavar="NAME", help="Slurm account")
+    resources.add_argument("--qos", default=None, metavar="NAME", help="Slurm quality of service")
+    resources.add_argument("--constraint", default=None, metavar="FEATURES", help="Slurm node constraint, e.g. a100")
+    resources.add_argument("--slurm-extra", action="append", default=[], metavar="KEY=VALUE",
+                           help="any other sbatch option, e.g. mail-type=END or exclusive (repeatable)")
+    resources.add_argument("--job-name", default=None, metavar="NAME",
+                           help="scheduler job name (default: cassle-COMMAND-NAME with NAME the job folder's, or its "
+                           "parent's when the folder is called work)")
+    parser.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND ARGS",
+                        help="the cassle command to run, e.g. -- pretrain cfg.yaml --out DIR")
+
+
+def run(args: argparse.Namespace) -> int:
+    """`cassle launch`: `args.entry(argv)` runs a cassle command in-process, `args.check(argv)` validates one."""
+    argv = _command(args.argv)
+    if args.check_only:
+        args.check(argv)
+        return 0
+    code = _run_in_process(argv, args) if args.launcher == "local" else _run_as_job(argv, args)
+    if code == 0 and args.mlflow is not None:
+        _mirror_into_mlflow(argv, args.mlflow)
+    return code
+
+
+def _run_as_job(argv: list[str], args: argparse.Namespace) -> int:
+    """Submit `cassle ARGV` (or re-attach to the job already running it) and wait for it to end."""
+    from cassle.apps.launch.resources import check_launcher
+    from cassle.apps.launch.task import CassleTask  # submitit
+
+    if args.job_dir is None:
+        raise ValueError(f"--launcher {args.launcher} needs --job-dir DIR, the folder that keeps the job's id "
+                         "(job.json) and logs (e.g. the run's work folder)")
+    resources = resources_from_args(args, argv)
+    check_launcher(args.launcher, resources)  # before the config is validated (seconds) or DIR is touched
+    _preflight(argv)
+    poll_s = args.poll_s or DEFAULT_POLL_S[args.launcher]
+    with _recording_signals() as received:
+        task = CassleTask(argv, os.getcwd(), args.max_requeues, args.entry)
+        handle = _submit_or_attach(task, args.launcher, args.job_dir, resources, received)
+        if handle is None:  # a signal came while this process waited for the job folder's lock
+            signum = received()
+            print(f"cassle launch: {signal.Signals(signum).name} received before submission: nothing submitted",
+                  file=sys.stderr, flush=True)
+            return 128 + signum
+        return _wait(handle, poll_s, received)
+
+
+def _mirror_into_mlflow(argv: list[str], results: Path) -> None:
+    """Mirror the finished command's --out folder into MLflow (`cassle mlflow log`, `log-reports` for a report) in a
+    child process. Never fails the job, whose files are written: a store that is down only warns, and `cassle mlflow
+    sync` backfills later."""
+    import subprocess
+
+    out = next((argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--out"), None)
+    if out is None:
+        print(f"cassle launch: warning: `cassle {shlex.join(argv)}` has no --out folder to log into MLflow",
+              file=sys.stderr, flush=True)
+        return
+    action = "log-reports" if argv[0] == "report" else "log"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    done = subprocess.run([sys.executable, "-m", "cassle", "mlflow", action, out, "--results", str(results)],
+                          check=False)
+    if done.returncode != 0:
+        print(f"cassle: warning: MLflow logging of {out} failed; run cassle mlflow sync", file=sys.stderr, flush=True)
+
+
+def _command(raw: Sequence[str]) -> list[str]:
+    argv = list(raw[1:] if raw[:1] == ["--"] else raw)
+    if not argv:
+        raise ValueError("no command to launch: put it after --, e.g. cassle launch -- pretrain cfg.yaml --out DIR")
+    if argv[0] == "launch":
+        raise ValueError(f"cassle launch cannot launch itself (got: launch -- {shlex.join(argv)}); "
+                         "give the command to run after --, e.g. -- pretrain cfg.yaml --out DIR")
+    return argv
+
+
+def resources_from_args(args: argparse.Namespace, argv: Sequence[str]) -> Resources:
+    """The job's resources from the options of `cassle launch`."""
+    from cassle.apps.launch.resources import Resources, parse_slurm_extra
+
+    return Resources(
+        gpus=args.gpus, nodes=args.nodes, cpus_per_task=args.cpus_per_task, mem_gb=args.mem_gb,
+        time_min=args.time_min, partition=args.partition, account=args.account, qos=args.qos,
+        constraint=args.constraint, extra=parse_slurm_extra(args.slurm_extra),
+        job_name=args.job_name or _default_job_name(argv, args.job_dir))
+
+
+def _default_job_name(argv: Sequence[str], job_dir: Path) -> str:
+    folder = job_dir.absolute()
+    name = folder.parent.name if folder.name == "work" else folder.name
+    return "-".join(["cassle", *argv[:2 if argv[0] == "eval" else 1], name])
+
+
+def _run_in_process(argv: list[str], args: argparse.Namespace) -> int:
+    if args.gpus > 1 or args.nodes > 1:
+        print(f"cassle launch: note: the local launcher runs one process; --gpus {args.gpus} --nodes {args.nodes} "
+              "are ignored (use --launcher submitit-local or slurm for one process per GPU)", file=sys.stderr)
+    return args.entry(argv)
+
+
+def _preflight(argv: list[str]) -> None:
+    """Fail here, before any job waits in a queue, on a bad command line or (pretrain) a bad config. It runs in a
+    child process (`cassle launch --check-only`): parsing an eval's options and validating a config import torch
+    (~700 MB), which this process, waiting on the login node for as long as the job runs (one per job), must not
+    keep."""
+    import subprocess
+
+    command = [sys.executable, "-m", "cassle", "launch", "--check-only", "--", *argv]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
+        raise CassleError(f"not submitted: `cassle {shlex.join(argv)}`: {last.split('error: ', 1)[-1]}")
+
+
+@contextmanager
+def _recording_signals() -> Iterator[Callable[[], int | None]]:
+    """Record SIGINT/SIGTERM instead of dying, so that the job is cancelled first; yields 'which one came'."""
+    received: list[int] = []
+
+    def record(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+
+    previous = {signum: signal.signal(signum, record) for signum in _SIGNALS}
+    try:
+        yield lambda: received[0] if received else None
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+@contextmanager
+def _locked(job_dir: Path) -> Iterator[None]:
+    """One `cassle launch` at a time decides whether to submit for a job folder."""
+    from cassle.core.io import exclusive_lock
+
+    with exclusive_lock(job_dir / ".launch.lock"):
+        yield
+
+
+def _submit_or_attach(task: CassleTask, launcher: str, job_dir: Path, resources: Resources,
+                      received: Callable[[], int | None]) -> JobHandle | None:
+    """The job that runs ``task`` in ``job_dir``: the active one, else a new submission; None, submitting nothing,
+    when SIGINT/SIGTERM came while this process waited for the folder's lock."""
+    from cassle.apps.launch.jobs import attach, read_record, submit, submitit_folder
+    from cassle.apps.launch.resources import make_executor
+
+    argv = task.argv
+
+    with _locked(job_dir):
+        if received() is not None:
+            return None
+        record = read_record(job_dir)
+        old = attach(record, job_dir) if record is not None else None
+        if old is not None and old.is_active():
+            if record.runs(argv, os.getcwd()):
+                print(f"cassle launch: re-attaching to job {old.job_id} ({old.launcher}), submitted "
+                      f"{record.submitted_utc} and still active", flush=True)
+                return old
+            print(f"cassle launch: warning: job {old.job_id} in {job_dir / 'job.json'} is still active but runs "
+                  f"another command (cassle {shlex.join(record.argv)}); it is left alone", file=sys.stderr)
+        elif old is not None:
+            print(f"cassle launch: job {old.job_id} in {job_dir / 'job.json'} has ended: submitting a new job",
+                  flush=True)
+        executor = make_executor(launcher, submitit_folder(job_dir), resources, task.max_requeues)
+        handle = submit(task, executor, launcher, job_dir, argv)
+    out, err = handle.logs()
+    print(f"cassle launch: submitted job {handle.job_id} ({launcher}, {handle.tasks} task(s)); logs: {out} {err}",
+          flush=True)
+    return handle
+
+
+def _wait(handle: JobHandle, poll_s: float, received: Callable[[], int | None]) -> int:
+    """Poll until the job ends, printing state changes; cancel it on SIGINT/SIGTERM."""
+    from cassle.apps.launch.jobs import tail
+
+    previous: str | None = None
+    while True:
+        state = handle.state()
+        if state != previous:
+            print(f"cassle launch: job {handle.job_id}: {state}", flush=True)
+        if handle.ended(state, previous):
+            break
+        previous = state
+        deadline = time.monotonic() + poll_s
+        while time.monotonic() < deadline and received() is None:
+            time.sleep(min(0.1, poll_s))
+        signum = received()
+        if signum is not None:
+            handle.cancel()
+            print(f"cassle launch: {signal.Signals(signum).name} received: cancelled job {handle.job_id}",
+                  file=sys.stderr, flush=True)
+            return 128 + signum
+    failure = handle.failure(state)
+    if failure is None:
+        print(f"cassle launch: job {handle.job_id} completed", flush=True)
+        return 0
+    out, err = handle.logs()
+    for path in (out, err):
+        print(f"----- tail of {path} -----\n{tail(path)}", file=sys.stderr)
+    raise CassleError(f"job {handle.job_id} ({handle.launcher}) {failure}; logs: {out} {err}")

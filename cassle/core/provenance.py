@@ -1,0 +1,142 @@
+"""Where a result came from: config hash, run folder name, git state, package versions, device, host."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import shlex
+import socket
+import subprocess
+import sys
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import cassle
+from cassle.core.io import PathLike, to_jsonable
+
+_PACKAGE_DIR = Path(cassle.__file__).resolve().parent
+_NAME_PART = re.compile(r"[A-Za-z0-9_]+")
+
+
+def _canonical(obj: Any) -> Any:
+    """Normalise numbers so that their spelling cannot change the hash: an integral float becomes an int."""
+    if isinstance(obj, float) and obj.is_integer():
+        return int(obj)
+    if isinstance(obj, dict):
+        return {key: _canonical(value) for key, value in obj.items()}
+    if isinstance(obj, list):
+        return [_canonical(value) for value in obj]
+    return obj
+
+
+def canonical_json(config: Mapping[str, Any]) -> str:
+    """The text ``config_hash`` hashes: compact JSON with sorted keys, non-str keys as strings, tuples as
+    lists, numpy/torch values as Python values, integral floats as ints (``1.0`` -> ``1``), other floats
+    in their shortest round-trip form (``1e-4`` and ``0.0001`` agree). NaN/Infinity are rejected."""
+    if not isinstance(config, Mapping):
+        raise TypeError(f"config must be a mapping, got {type(config).__name__}")
+    plain = _canonical(to_jsonable(config, where="config"))
+    return json.dumps(plain, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """First 12 hex digits of the sha256 of ``canonical_json(config)``; every key of ``config`` counts,
+    so pass only what changes the result (not output paths or worker counts)."""
+    return hashlib.sha256(canonical_json(config).encode("ascii")).hexdigest()[:12]
+
+
+def run_name(framework: str, variant: str, config: Mapping[str, Any]) -> str:
+    """Run folder name ``<framework>-<variant>-<hash8>``: the same config always lands in the same folder."""
+    for label, value in (("framework", framework), ("variant", variant)):
+        if not isinstance(value, str) or not _NAME_PART.fullmatch(value):
+            raise ValueError(
+                f"run_name: {label} {value!r} must be a non-empty string of letters, digits and '_' "
+                "('-' separates the name's parts)"
+            )
+    return f"{framework}-{variant}-{config_hash(config)[:8]}"
+
+
+def _git(repo: PathLike | None, *args: str) -> str | None:
+    """Output of a git command in ``repo`` (default: the checkout holding cassle), None on any failure."""
+    folder = Path(repo) if repo is not None else _PACKAGE_DIR
+    try:
+        done = subprocess.run(
+            ["git", "-C", os.fspath(folder), *args], capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip()
+
+
+def git_sha(repo: PathLike | None = None) -> str | None:
+    """Commit checked out in ``repo`` (default: cassle's own checkout); None outside a git checkout."""
+    return _git(repo, "rev-parse", "HEAD") or None
+
+
+def git_dirty(repo: PathLike | None = None) -> bool | None:
+    """Whether tracked files differ from HEAD (untracked files ignored); None outside a git checkout."""
+    if git_sha(repo) is None:
+        return None
+    status = _git(repo, "status", "--porcelain", "--untracked-files=no")
+    return None if status is None else status != ""
+
+
+def _distribution_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def package_versions() -> dict[str, str | None]:
+    """Versions of python, torch, torchvision, numpy and cassle, and the CUDA/cuDNN torch was built with
+    (None where absent)."""
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": _distribution_version("torchvision"),
+        "numpy": np.__version__,
+        "cassle": cassle.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": None if cudnn is None else str(cudnn),
+    }
+
+
+def device_description() -> str:
+    """One line naming the accelerators (or the CPU) this process can use."""
+    if torch.cuda.is_available():
+        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        gib = torch.cuda.get_device_properties(0).total_memory / 2**30
+        return f"cuda: {len(names)} x {', '.join(sorted(set(names)))} ({gib:.0f} GiB each)"
+    if torch.backends.mps.is_available():
+        return "mps: Apple GPU"
+    return f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
+def provenance(config: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    """Everything needed to trace a result back: config hash, seed, git state, versions, device, host,
+    UTC time, command line, and ``slurm_job_id`` when ``SLURM_JOB_ID`` is set."""
+    record: dict[str, Any] = {
+        "config_hash": config_hash(config),
+        "seed": seed,
+        "git_sha": git_sha(),
+        "git_dirty": git_dirty(),
+        "versions": package_versions(),
+        "device": device_description(),
+        "hostname": socket.gethostname(),
+        "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": shlex.join(sys.argv),
+    }
+    if os.environ.get("SLURM_JOB_ID"):
+        record["slurm_job_id"] = os.environ["SLURM_JOB_ID"]
+    return record
