@@ -73,7 +73,8 @@ def _cifar(name: str, label: str, title: str, num_classes: int, seed: int) -> Da
 
 def _imagenet100() -> DatasetSpec:
     return DatasetSpec(
-        name="imagenet100", label="IN-100", title="ImageNet-100", num_classes=100, kinds=PRETRAIN, pretrain_split="trainval",
+        name="imagenet100", label="IN-100", title="ImageNet-100", num_classes=100, kinds=PRETRAIN,
+        pretrain_split="trainval",
         layout="<root>/train/<wnid>/*.JPEG  and  <root>/val/<wnid>/*.JPEG   (a full ImageNet tree is fine: only "
                "the 100 wnids of CMC's list, cassle/data/resources/imagenet100.txt, are read, labelled in list "
                "order; the val images must be sorted into wnid folders, e.g. with valprep.sh)",
@@ -198,7 +199,8 @@ def _other_downstream() -> list[DatasetSpec]:
             source=Sun397Source(StratifiedCarve(val_per_class=10, train_per_class=None, seed=OWN_SEED)),
         ),
         DatasetSpec(
-            name="cub200", label="CUB", title="Caltech-UCSD Birds-200-2011", num_classes=200, sizes=_sizes(4994, 1000, 5794, 5994),
+            name="cub200", label="CUB", title="Caltech-UCSD Birds-200-2011", num_classes=200,
+            sizes=_sizes(4994, 1000, 5794, 5994),
             split_notes=f"test: the official test set; val = 5 images per class of the official train set "
                         f"(stratified, seed {OWN_SEED}), train = the other 4994 (the authors' splits/cub200.pth has "
                         "4990/1000)",
@@ -208,7 +210,8 @@ def _other_downstream() -> list[DatasetSpec]:
                                 num_classes=200),
         ),
         DatasetSpec(
-            name="300w", label="300W", title="300 Faces In-the-Wild", num_classes=136, metric="r2", sizes=_sizes(180, 180, 240),
+            name="300w", label="300W", title="300 Faces In-the-Wild", num_classes=136, metric="r2",
+            sizes=_sizes(180, 180, 240),
             split_notes="no official split: one permutation (randperm, seed 0) of the 600 images, 30% train, 30% "
                         "val, 40% test; targets: the 136 landmark coordinates in the square landmark box, "
                         "L2-normalised",
@@ -216,7 +219,8 @@ def _other_downstream() -> list[DatasetSpec]:
             source=Faces300WSource(ShuffledSplit(0.3, 0.3, seed=0)),
         ),
         DatasetSpec(
-            name="voc2007", label="VOC07", title="PASCAL VOC 2007 (+2012 trainval)", num_classes=20, kinds=frozenset({"detection"}),
+            name="voc2007", label="VOC07", title="PASCAL VOC 2007 (+2012 trainval)", num_classes=20,
+            kinds=frozenset({"detection"}),
             metric="ap", splits=("train", "test"), sizes={"train": 16551, "test": 4952},
             split_notes="VOC07 protocol: train = VOC2007 trainval + VOC2012 trainval, test = VOC2007 test; no val",
             layout="<root>/VOCdevkit/VOC2007/{Annotations, JPEGImages, ImageSets/Main/{trainval,test}.txt}  and  "

@@ -42,3 +42,10 @@ def task_parser(task: str, parser: argparse.ArgumentParser | None = None) -> arg
     module.add_arguments(parser)
     parser.set_defaults(run=module.run)
     return parser
+
+
+def reference_table() -> str:
+    """The Markdown table of every evaluation task (docs/evaluation.md embeds it; a test keeps them equal)."""
+    lines = ["| task | what it measures | module |", "|---|---|---|"]
+    lines += [f"| `{task}` | {summary} | `cassle/evaluate/{task}.py` |" for task, summary in EVAL_TASKS.items()]
+    return "\n".join(lines)

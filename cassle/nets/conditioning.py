@@ -208,8 +208,8 @@ class ConditioningConfig:
                                      f"map omega to the required size, got encoder_depth={depth}; use 'cat' to feed "
                                      "raw omega")
         if self.hypernet_bn and injection != "hypernet":
-            return "hypernet_bn", (f"hypernet_bn=True puts BatchNorm between hypernetwork-generated layers, so it needs "
-                                   f"injection 'hypernet', got {injection!r}")
+            return "hypernet_bn", ("hypernet_bn=True puts BatchNorm between hypernetwork-generated layers, so it "
+                                   f"needs injection 'hypernet', got {injection!r}")
         if self.encoder_out_dim is not None and injection != "cat":
             return "encoder_out_dim", (f"encoder_out_dim={self.encoder_out_dim} only applies to injection 'cat' (got "
                                        f"{injection!r}): add/mul fix it to feat_dim and hypernet to the number of "

@@ -89,11 +89,10 @@ class HeadSpecs:
 
     def with_projector(self, **fields: object) -> HeadSpecs:
         """These heads with some projector fields replaced (e.g. hidden_bn=False, num_layers=2)."""
-        unknown = set(fields) - {f.name for f in dataclasses.fields(MLPSpec)}
+        allowed = [f.name for f in dataclasses.fields(MLPSpec)]
+        unknown = set(fields) - set(allowed)
         if unknown:
-            raise ValueError(
-                f"unknown projector field(s) {sorted(unknown)}; allowed: {[f.name for f in dataclasses.fields(MLPSpec)]}"
-            )
+            raise ValueError(f"unknown projector field(s) {sorted(unknown)}; allowed: {allowed}")
         return dataclasses.replace(self, projector=dataclasses.replace(self.projector, **fields))
 
 

@@ -7,7 +7,7 @@ and cancel it when this process gets SIGINT or SIGTERM. docs/launch.md has the w
 
 The command itself is run through the `entry` and checked with the `check` function that the command line hands
 over (`args.entry`, `args.check`), so this package never imports the command line above it. Importing it stays
-cheap (the CLI imports it to build its parser): submitit is imported by `run` only.
+cheap (the CLI imports it to build its parser): submitit is imported only when a job is submitted.
 """
 
 from __future__ import annotations
@@ -24,11 +24,12 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from cassle.apps.launch.jobs import JobHandle, attach, read_record, submit, submitit_folder, tail
+from cassle.apps.launch.resources import Resources, check_launcher, make_executor, parse_slurm_extra
 from cassle.core.errors import CassleError
+from cassle.core.io import exclusive_lock
 
 if TYPE_CHECKING:
-    from cassle.apps.launch.jobs import JobHandle
-    from cassle.apps.launch.resources import Resources
     from cassle.apps.launch.task import CassleTask
 
 LAUNCHERS = ("local", "submitit-local", "slurm")
@@ -108,7 +109,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_as_job(argv: list[str], args: argparse.Namespace) -> int:
     """Submit `cassle ARGV` (or re-attach to the job already running it) and wait for it to end."""
-    from cassle.apps.launch.resources import check_launcher
     from cassle.apps.launch.task import CassleTask  # submitit
 
     if args.job_dir is None:
@@ -161,7 +161,6 @@ def _command(raw: Sequence[str]) -> list[str]:
 
 def resources_from_args(args: argparse.Namespace, argv: Sequence[str]) -> Resources:
     """The job's resources from the options of `cassle launch`."""
-    from cassle.apps.launch.resources import Resources, parse_slurm_extra
 
     return Resources(
         gpus=args.gpus, nodes=args.nodes, cpus_per_task=args.cpus_per_task, mem_gb=args.mem_gb,
@@ -216,7 +215,6 @@ def _recording_signals() -> Iterator[Callable[[], int | None]]:
 @contextmanager
 def _locked(job_dir: Path) -> Iterator[None]:
     """One `cassle launch` at a time decides whether to submit for a job folder."""
-    from cassle.core.io import exclusive_lock
 
     with exclusive_lock(job_dir / ".launch.lock"):
         yield
@@ -226,8 +224,6 @@ def _submit_or_attach(task: CassleTask, launcher: str, job_dir: Path, resources:
                       received: Callable[[], int | None]) -> JobHandle | None:
     """The job that runs ``task`` in ``job_dir``: the active one, else a new submission; None, submitting nothing,
     when SIGINT/SIGTERM came while this process waited for the folder's lock."""
-    from cassle.apps.launch.jobs import attach, read_record, submit, submitit_folder
-    from cassle.apps.launch.resources import make_executor
 
     argv = task.argv
 
@@ -256,7 +252,6 @@ def _submit_or_attach(task: CassleTask, launcher: str, job_dir: Path, resources:
 
 def _wait(handle: JobHandle, poll_s: float, received: Callable[[], int | None]) -> int:
     """Poll until the job ends, printing state changes; cancel it on SIGINT/SIGTERM."""
-    from cassle.apps.launch.jobs import tail
 
     previous: str | None = None
     while True:

@@ -21,7 +21,7 @@ from cassle.apps.report.collect import EvalResult, Failure, PretrainRun, Results
 from cassle.apps.report.paper import paper_epochs
 from cassle.config import FIELDS
 from cassle.data import DATASETS
-from cassle.methods import METHODS, VARIANTS, framework_defaults
+from cassle.methods import METHODS, framework_defaults
 
 ABLATION_FRAMEWORK = "mocov2"                   # Table 4, Figs 5-8: the paper's MoCo-v2
 NO_PROJECTOR_FRAMEWORK = "mocov1"               # Table 10, Fig 10
