@@ -9,8 +9,8 @@ PYTEST_ARGS ?=
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-6s %s\n", $$1, $$2}'
 
-venv:  ## create or refresh .venv from constraints.txt (cached outside the clone)
-	@bash tools/venv.sh $(VENV)
+venv:  ## create or refresh .venv from constraints.txt (cached outside the clone); install the `slurm` profile
+	@bash tools/venv.sh $(VENV) && bash tools/snakemake_profile.sh $(VENV)
 
 demo: venv  ## run the whole workflow on the embedded synthetic dataset (no download; about 6 min on 2 cores)
 	$(PY) -m cassle demo

@@ -18,6 +18,11 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 
+localrules:
+    all,
+    report,
+
+
 rule all:
     input:
         pretrain_outputs(),

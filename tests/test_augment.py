@@ -3,6 +3,7 @@ application rates and parameter ranges, determinism, and the omega helpers."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import multiprocessing
 import subprocess
@@ -18,6 +19,7 @@ from cassle.augment import (
     OMEGA_KEYS,
     OMEGA_SLICES,
     RELATIVE_BINARY_KEYS,
+    ViewParams,
     ViewSampler,
     image_sizes,
     omega_dim,
@@ -517,3 +519,16 @@ def test_gpu_rendering_needs_no_numba() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "fused path needs numba"
+
+
+def test_each_slice_of_a_global_batch_gets_the_parameters_the_whole_batch_would():
+    """Distributed training: a process renders rows [position, position + N) of the global batch with the views one
+    process would draw for the whole batch, whatever the sizes of the other processes' images."""
+    sampler = ViewSampler(size=16)
+    sizes = torch.tensor([[32, 40], [20, 64], [48, 48], [33, 17], [64, 30], [24, 24]])
+    whole = sampler.sample(sizes, torch.Generator().manual_seed(3))
+    parts = [sampler.sample(sizes[i:i + 2], torch.Generator().manual_seed(3), position=i, total=6) for i in (0, 2, 4)]
+    for field in dataclasses.fields(ViewParams):
+        assert torch.equal(torch.cat([getattr(part, field.name) for part in parts]), getattr(whole, field.name))
+    with pytest.raises(ValueError, match="position must be >= 0 and position \\+ N <= total"):
+        sampler.sample(sizes[:4], torch.Generator().manual_seed(3), position=4, total=6)

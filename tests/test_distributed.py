@@ -22,6 +22,7 @@ from cassle.core.distributed import (
     global_moments,
     init_from_env,
     is_distributed,
+    mean_over_ranks,
     rank,
     world_size,
 )
@@ -67,6 +68,7 @@ def _collectives_on_each_rank() -> dict[str, object]:
         "reduce_grad": reduce_grad,
         "moments": (mean.detach(), var.detach(), count),
         "moments_grad": y.grad,
+        "mean": mean_over_ranks(_randn(5, seed=50 + r)),
     }
 
 
@@ -91,6 +93,14 @@ def test_all_gather_concatenates_in_rank_order_and_sums_gradients_over_ranks(
         torch.testing.assert_close(result["gather_grad"], weights[3 * s : 3 * s + 3])
         assert not result["gathered_no_grad"].requires_grad
         torch.testing.assert_close(result["gathered_no_grad"], expected)
+
+
+def test_mean_over_ranks_is_the_same_mean_on_every_rank(collectives: list[dict[str, object]]) -> None:
+    expected = sum(_randn(5, seed=50 + r) for r in range(WORLD)) / WORLD
+    for result in collectives:
+        torch.testing.assert_close(result["mean"], expected)
+    single = _randn(5, seed=1)
+    assert mean_over_ranks(single) is single  # without a process group: the value itself
 
 
 def test_all_reduce_sums_values_and_gradients_over_ranks(collectives: list[dict[str, object]]) -> None:

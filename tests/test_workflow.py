@@ -5,7 +5,9 @@ through a real `mlflow server`)."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -86,8 +88,9 @@ def test_readme_cluster_command_plans_the_paper_grid(tmp_path):
     assert task_stats(output) == tasks
     assert job_stats(output) == {"pretrain": sum(runs.values()), "evaluate": sum(tasks.values()), "report": 1,
                                  "all": 1}
-    # The profile sends GPU jobs to Slurm through `cassle launch` with the config's resources.
-    assert "launch --launcher slurm --gpus 2 --cpus-per-task 10 --mem-gb 128 --time-min 2880" in output
+    # Jobs go through `cassle launch` with the config's resources: to Slurm where sbatch is (launcher auto).
+    launcher = "slurm" if shutil.which("sbatch") else "local"
+    assert f"launch --launcher {launcher} --gpus 2 --cpus-per-task 10 --mem-gb 128 --time-min 2880" in output
     assert not (tmp_path / "results").exists()
 
 
@@ -246,3 +249,47 @@ def test_mlflow_server_shows_the_workflow_runs(tiny_workflow):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def readme_profile_commands() -> list[list[str]]:
+    """Every `snakemake --profile ...` command in the README's code blocks, as words (comments dropped)."""
+    blocks = re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(encoding="utf-8"), re.S)
+    lines = [line.split("#", 1)[0].split() for block in blocks for line in block.splitlines()]
+    return [words for words in lines if words[:2] == ["snakemake", "--profile"]]
+
+
+def test_the_readmes_profile_commands_work_verbatim_from_the_repository_root(tmp_path):
+    """`snakemake --profile slurm` and every other profile command of the README, from the repository root (as dry
+    runs). The setup installs the profile `slurm` into Snakemake's user config folder when there is none; one the
+    user already has is left as it is, and used."""
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config"),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    install = ["bash", str(REPO / "tools" / "snakemake_profile.sh"), str(Path(sys.executable).parents[1])]
+    subprocess.run(install, env=env, check=True, capture_output=True)
+    installed = tmp_path / "config" / "snakemake" / "slurm" / "config.yaml"
+    assert installed.read_text() == (REPO / "profiles" / "slurm" / "config.yaml").read_text()
+    commands = readme_profile_commands()
+    assert ["snakemake", "--profile", "slurm"] in commands and len(commands) >= 3
+    for words in commands:
+        if "--report" in words:  # the HTML report of a finished workflow: its plan is what can be checked here
+            words = words[:words.index("--report")] + words[words.index("--report") + 2:]
+        dry = [*words, *(["--dry-run"] if "--dry-run" not in words else []), "--directory", str(tmp_path / "run")]
+        done = subprocess.run(dry, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0 and "pretrain" in job_stats(done.stdout), f"{words}: {done.stderr[-3000:]}"
+
+    installed.write_text("cores: 3\nconfig: [results=site-results]\n")  # the user's own profile of that name
+    subprocess.run(install, env=env, check=True, capture_output=True)
+    assert installed.read_text() == "cores: 3\nconfig: [results=site-results]\n"
+    done = subprocess.run(["snakemake", "--profile", "slurm", "--dry-run", "--directory", str(tmp_path / "run")],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and "site-results/pretrain/" in done.stdout, done.stderr[-3000:]
+
+
+def test_a_config_without_evaluations_still_gets_its_report(tmp_path):
+    config = json.loads(json.dumps(TINY))
+    config["evaluations"] = {}
+    config["pretrain"]["defaults"].update(max_steps=2)
+    config["pretrain"]["groups"]["main"]["grid"]["variant"] = ["vanilla"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    snakemake(tmp_path, "--configfile", "config.yaml", "--cores", "1")
+    assert (tmp_path / "reports" / "README.md").is_file() and (tmp_path / "reports" / "tables").is_dir()

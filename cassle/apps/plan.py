@@ -13,6 +13,7 @@ import itertools
 import json
 import re
 import shlex
+import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -221,33 +222,100 @@ def plan_evaluations(workflow_config: Mapping[str, Any], runs: Mapping[str, Run]
 
 def plan_workflow(workflow_config: Mapping[str, Any], check_options: bool = True) -> Plan:
     """The whole plan of a (schema-validated) workflow config."""
-    launcher = workflow_config.get("launcher", "local")
-    if launcher not in LAUNCHERS:
-        raise PlanError(f"launcher = {launcher!r}: expected one of {', '.join(LAUNCHERS)}")
+    launcher = workflow_config.get("launcher", "auto")
+    if launcher != "auto" and launcher not in LAUNCHERS:
+        raise PlanError(f"launcher = {launcher!r}: expected auto or one of {', '.join(LAUNCHERS)}")
     runs = plan_runs(workflow_config)
     return Plan(runs, plan_evaluations(workflow_config, runs, check_options))
 
 
 LAUNCH_OPTIONS = ("gpus", "nodes", "cpus_per_task", "mem_gb", "time_min", "partition", "account", "qos", "constraint")
 """Keys of the config's `launch.pretrain` / `launch.eval`, each an option of `cassle launch`."""
+SLURM_RESOURCES = {"partition": "slurm_partition", "account": "slurm_account", "qos": "qos",
+                   "constraint": "constraint", "cpus_per_task": "cpus_per_task", "nodes": "nodes"}
+"""The same keys as resources of Snakemake's Slurm executor (snakemake-executor-plugin-slurm)."""
+DEFAULT_WORKFLOW_POLL_S = 60.0
+"""`launch.poll_s` unset: seconds between a waiting launcher's looks at its Slurm job (one sacct call each)."""
 
 
-def launch_resources(workflow_config: Mapping[str, Any], kind: str) -> dict[str, Any]:
-    """Snakemake resources of a job of `kind` (pretrain, eval or report): `launch`, the options of `cassle launch`
-    (launcher, the job's resources, the MLflow mirror), plus the numbers Snakemake schedules with. Resources, unlike
-    params, never make a finished job rerun. The report always runs in-process."""
-    spec = (workflow_config.get("launch") or {}).get(kind) or {}
-    launcher = "local" if kind == "report" else workflow_config.get("launcher", "local")
+def resolve_launcher(workflow_config: Mapping[str, Any], kind: str, in_job: bool) -> str:
+    """How a job of `kind` runs: in-process (`local`) for the report and inside a job that an executor plugin already
+    placed on a node (`in_job`, e.g. Snakemake's Slurm executor); else the config's `launcher`, where `auto` is
+    `slurm` when `sbatch` is on PATH (a Slurm login node) and `local` elsewhere."""
+    launcher = workflow_config.get("launcher", "auto")
+    if kind == "report" or in_job:
+        return "local"
+    if launcher == "auto":
+        return "slurm" if shutil.which("sbatch") else "local"
+    return launcher
+
+
+def launch_resources(workflow_config: Mapping[str, Any], kind: str, in_job: bool = False) -> dict[str, Any]:
+    """Snakemake resources of a job of `kind` (pretrain, eval or report). `launch` holds the options of `cassle
+    launch` (launcher, the job's resources, the poll interval, the MLflow mirror); the others are what Snakemake
+    schedules with, and what its Slurm executor submits with when a profile chooses it (partition, account, QoS,
+    constraint, CPUs, GPUs, memory, time). Resources, unlike params, never make a finished job rerun."""
+    launch = workflow_config.get("launch") or {}
+    spec = launch.get(kind) or {}
+    launcher = resolve_launcher(workflow_config, kind, in_job)
     args = ["--launcher", launcher]
     for key in LAUNCH_OPTIONS:
         if spec.get(key) is not None:
             args += [f"--{key.replace('_', '-')}", str(spec[key])]
+    for option in spec.get("slurm_extra") or []:
+        args += ["--slurm-extra", option]
+    if launcher != "local":
+        args += ["--poll-s", str(launch.get("poll_s") or DEFAULT_WORKFLOW_POLL_S)]
     if (workflow_config.get("mlflow") or {}).get("enabled", True):
         args += ["--mlflow", str(workflow_config.get("results", "results"))]
-    return {
-        "launch": shlex.join(args),
-        "gpus": spec.get("gpus", 0),
-        "mem_mb": int(spec.get("mem_gb", 4) * 1024) if launcher == "local" else 512,
+    resources = {"launch": shlex.join(args)}
+    if kind == "report":
+        return resources
+    gpus = spec.get("gpus", 0)
+    resources.update({
+        "gpus": gpus,  # profiles/local caps the GPUs in use with `resources: [gpus=N]`
+        "gpu": gpus,   # the Slurm executor's name for them
+        "mem_mb": int(spec.get("mem_gb", 4) * 1024),
         "runtime": spec.get("time_min", 1440),  # minutes, as `cassle launch --time-min`
-        "cluster_jobs": 0 if launcher == "local" else 1,
-    }
+        "cluster_jobs": 0 if launcher == "local" else 1,  # profiles/slurm caps the Slurm jobs at once
+    })
+    resources.update({name: spec[key] for key, name in SLURM_RESOURCES.items() if spec.get(key) is not None})
+    if spec.get("slurm_extra"):
+        resources["slurm_extra"] = " ".join(f"--{option}" for option in spec["slurm_extra"])
+    return resources
+
+
+def job_threads(workflow_config: Mapping[str, Any], kind: str, in_job: bool = False) -> int:
+    """The rule's `threads`: a job that runs inside Snakemake's process (the local launcher) gets its CPUs
+    (`launch.<kind>.cpus_per_task`, 1 unset); a submitted one is a waiting launcher, one thread (the job's own threads
+    follow its cpus_per_task on the node)."""
+    if resolve_launcher(workflow_config, kind, in_job) != "local":
+        return 1
+    return int(((workflow_config.get("launch") or {}).get(kind) or {}).get("cpus_per_task") or 1)
+
+
+def missing_inputs(plan: Plan, jobs: Iterable[tuple[str, Mapping[str, str]]],
+                   data_roots: Mapping[str, str | None]) -> list[str]:
+    """What the jobs about to run need and do not find, one message each: a dataset root that is absent or does not
+    match the dataset's layout (checked without decoding images), an external checkpoint that is not there. `jobs`
+    are (rule, wildcards) pairs, as Snakemake schedules them."""
+    roots: dict[str, str | None] = {}
+    problems: list[str] = []
+    for rule, wildcards in jobs:
+        if rule == "pretrain":
+            config = plan.runs[wildcards["run"]].config
+            roots.setdefault(config["dataset"], config["data_root"] or data_roots.get(config["dataset"]))
+        elif rule == "evaluate":
+            evaluation = next(e for e in plan.evaluations[wildcards["task"]]
+                              if e.source == wildcards["source"] and e.dataset == wildcards["dataset"])
+            given = dict(zip(evaluation.options[::2], evaluation.options[1::2])).get("--data-root")
+            roots.setdefault(evaluation.dataset, given or data_roots.get(evaluation.dataset))
+            if evaluation.external is not None and not evaluation.external.is_file():
+                problems.append(f"external checkpoint {evaluation.source.removeprefix('external-')}: "
+                                f"{evaluation.external} does not exist (external.<name>.path in the config)")
+    for dataset, root in sorted(roots.items()):
+        try:
+            DATASETS[dataset].check_root(root)
+        except FileNotFoundError as error:
+            problems.append(str(error).splitlines()[0] + f" (layout: docs/datasets.md, `cassle data check`)")
+    return sorted(set(problems))

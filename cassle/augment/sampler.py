@@ -124,13 +124,20 @@ class ViewSampler:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.config().items())})"
 
-    def __call__(self, images: Images, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """Views ``N x 3 x size x size`` (float32, [0, 1]) and omega ``N x 14`` on the images' device."""
-        return self.apply(images, self.sample(image_sizes(images), generator))
+    def __call__(self, images: Images, generator: torch.Generator | None = None, *, position: int = 0,
+                 total: int | None = None) -> tuple[Tensor, Tensor]:
+        """Views ``N x 3 x size x size`` (float32, [0, 1]) and omega ``N x 14`` on the images' device; `position`
+        and `total` as in ``sample``."""
+        return self.apply(images, self.sample(image_sizes(images), generator, position=position, total=total))
 
-    def sample(self, src_size: Tensor | Sequence[Sequence[int]], generator: torch.Generator | None = None
-               ) -> ViewParams:
-        """Draw all random parameters for sources of sizes ``N x 2`` (H, W), on the generator's device."""
+    def sample(self, src_size: Tensor | Sequence[Sequence[int]], generator: torch.Generator | None = None, *,
+               position: int = 0, total: int | None = None) -> ViewParams:
+        """Draw all random parameters for sources of sizes ``N x 2`` (H, W), on the generator's device.
+
+        Each sample takes a fixed number of uniform draws, whatever its size. With `total`, the draws of a whole
+        batch of `total` samples are made and the N rows from `position` on are used: the processes of a distributed
+        run, each holding its slice of the global batch and the same generator, draw exactly the parameters that one
+        process would draw for the whole batch."""
         src_size = torch.as_tensor(src_size, dtype=torch.int64)
         if src_size.ndim != 2 or src_size.shape[1] != 2 or src_size.shape[0] == 0:
             raise ValueError(f"src_size must be a non-empty N x 2 table of (height, width), got shape "
@@ -139,7 +146,11 @@ class ViewSampler:
             raise ValueError(f"src_size must be positive, got a minimum of {int(src_size.min())}")
         device = generator.device if generator is not None else torch.device("cpu")
         n = src_size.shape[0]
-        u = torch.rand(n, _DRAWS, generator=generator, dtype=torch.float64, device=device)
+        total = n if total is None else total
+        if position < 0 or position + n > total:
+            raise ValueError(f"rows {position}..{position + n} of a batch of {total}: position must be >= 0 and "
+                             "position + N <= total")
+        u = torch.rand(total, _DRAWS, generator=generator, dtype=torch.float64, device=device)[position:position + n]
         draws = {name: u[:, cols].squeeze(1) for name, cols in _COLUMNS.items()}
         src_size = src_size.to(device)
         jitter = draws["jitter"] < self.jitter_p

@@ -38,6 +38,7 @@ __all__ = [
     "global_moments",
     "init_from_env",
     "is_distributed",
+    "mean_over_ranks",
     "rank",
     "world_size",
 ]
@@ -104,6 +105,14 @@ def all_gather_no_grad(x: Tensor) -> Tensor:
     """Concatenation of `x.detach()` over ranks along dim 0 (rank order); `x.detach()` when not distributed."""
     x = x.detach()
     return _gather(x) if is_distributed() else x
+
+
+def mean_over_ranks(x: Tensor) -> Tensor:
+    """The mean of `x` over the ranks (no gradient), `x` itself without a process group: e.g. the loss of the global
+    batch from each rank's loss of its equal share."""
+    if not is_distributed():
+        return x
+    return _reduce_sum(x) / world_size()
 
 
 def all_reduce_sum_with_grad(x: Tensor) -> Tensor:

@@ -97,6 +97,14 @@ def atomic_write_text(path: PathLike, text: str, encoding: str = "utf-8") -> Non
         handle.write(text)
 
 
+def append_line(path: PathLike, line: str) -> None:
+    """Append one line to a log file (created with its folder), flushed at once: a crash loses at most that line."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(line.rstrip("\n") + "\n")
+
+
 def atomic_torch_save(obj: Any, path: PathLike) -> None:
     """``torch.save(obj)`` to ``path`` atomically; a failure while pickling leaves ``path`` untouched."""
     import torch  # deferred: the JSON/CSV helpers here are also used by steps that never need torch

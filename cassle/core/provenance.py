@@ -124,8 +124,8 @@ def device_description() -> str:
 
 
 def provenance(config: Mapping[str, Any], seed: int) -> dict[str, Any]:
-    """Everything needed to trace a result back: config hash, seed, git state, versions, device, host,
-    UTC time, command line, and ``slurm_job_id`` when ``SLURM_JOB_ID`` is set."""
+    """Everything needed to trace a result back: config hash, seed, git state, versions, device, torch's CPU threads
+    (they change float rounding), host, UTC time, command line, and ``slurm_job_id`` when ``SLURM_JOB_ID`` is set."""
     record: dict[str, Any] = {
         "config_hash": config_hash(config),
         "seed": seed,
@@ -133,6 +133,7 @@ def provenance(config: Mapping[str, Any], seed: int) -> dict[str, Any]:
         "git_dirty": git_dirty(),
         "versions": package_versions(),
         "device": device_description(),
+        "threads": torch.get_num_threads(),
         "hostname": socket.gethostname(),
         "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": shlex.join(sys.argv),

@@ -37,9 +37,9 @@ rule evaluate:
         out=lambda wildcards, output: str(Path(output[0]).parent),
     log:
         f"{RESULTS}/logs/eval/{{task}}/{{source}}/{{dataset}}.log",
-    threads: 1
+    threads: job_threads(config, "eval", IN_JOB)
     resources:
-        **launch_resources(config, "eval"),
+        **launch_resources(config, "eval", IN_JOB),
         runtime_options=evaluation_runtime_options,
     shell:
         "{CASSLE} launch {resources.launch} --job-dir {params.out}/work -- "

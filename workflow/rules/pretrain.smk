@@ -17,9 +17,9 @@ rule pretrain:
         out=lambda wildcards: pretrain_dir(wildcards.run),
     log:
         f"{RESULTS}/logs/pretrain/{{run}}.log",
-    threads: 1
+    threads: job_threads(config, "pretrain", IN_JOB)
     resources:
-        **launch_resources(config, "pretrain"),
+        **launch_resources(config, "pretrain", IN_JOB),
         overrides=pretrain_overrides,
     shell:
         "{CASSLE} launch {resources.launch} --job-dir {params.out}/work -- "

@@ -26,6 +26,6 @@ rule report:
     log:
         f"{RESULTS}/logs/report.log",
     resources:
-        launch=launch_resources(config, "report")["launch"],
+        **launch_resources(config, "report", IN_JOB),
     shell:
         "{CASSLE} launch {resources.launch} -- report --results {RESULTS} --out {REPORTS} > {log} 2>&1"

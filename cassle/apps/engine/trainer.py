@@ -28,7 +28,7 @@ from cassle.apps.engine.rng import capture_rng, restore_rng
 from cassle.augment import ViewSampler
 from cassle.config import experiment_hash
 from cassle.core.devices import resolve_device
-from cassle.core.distributed import DistributedContext, convert_sync_batchnorm, init_from_env
+from cassle.core.distributed import DistributedContext, convert_sync_batchnorm, init_from_env, mean_over_ranks
 from cassle.core.io import HistoryWriter, atomic_torch_save, write_json
 from cassle.core.optim import build_optimizer, scaled_lr
 from cassle.core.provenance import provenance
@@ -126,7 +126,9 @@ class Trainer:
             warmup_cosine, total_steps=self.schedule.total_steps, warmup_steps=self.schedule.warmup_steps,
             base_lr=self.schedule.lr))
         self.sampler = view_sampler(config)
-        self.generators = {"augment": torch.Generator().manual_seed(config["seed"] * 7919 + self.ctx.rank)}
+        # One augmentation stream for the whole global batch, the same on every process (each renders its slice):
+        # the views do not depend on how many processes share the batch.
+        self.generators = {"augment": torch.Generator().manual_seed(config["seed"] * 7919)}
         self.model: torch.nn.Module = self.method
         if self.ctx.world_size > 1:
             self.model = torch.nn.parallel.DistributedDataParallel(
@@ -213,8 +215,10 @@ class Trainer:
 
     def train_step(self, images: Any) -> dict[str, float]:
         images = self.to_device(images)
+        batch, local = self.config["batch_size"], self.config["batch_size"] // self.ctx.world_size
         with torch.no_grad():
-            (v1, w1), (v2, w2) = (self.sampler(images, generator=self.generators["augment"]) for _ in range(2))
+            (v1, w1), (v2, w2) = (self.sampler(images, generator=self.generators["augment"],
+                                               position=self.ctx.rank * local, total=batch) for _ in range(2))
         if self.channels_last:
             v1, v2 = (v.contiguous(memory_format=torch.channels_last) for v in (v1, v2))
         with self.autocast():
@@ -248,7 +252,9 @@ class Trainer:
                 bar.update(1)
                 if self.step % self.config["log_every"] == 0 or self.step == self.schedule.total_steps:
                     elapsed = time.perf_counter() - window_start
-                    self.last = {key: value.item() for key, value in losses.items()}
+                    # each rank's losses are those of its share of the batch: log the global batch's
+                    means = mean_over_ranks(torch.stack(list(losses.values())).float())
+                    self.last = dict(zip(losses, means.tolist()))
                     row = {"step": self.step, "epoch": round(self.step / self.schedule.steps_per_epoch, 4),
                            "lr": self.optimizer.param_groups[0]["lr"], "samples_per_s": window_samples / elapsed,
                            **self.last}

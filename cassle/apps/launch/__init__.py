@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING
 from cassle.apps.launch.jobs import JobHandle, attach, read_record, submit, submitit_folder, tail
 from cassle.apps.launch.resources import Resources, check_launcher, make_executor, parse_slurm_extra
 from cassle.core.errors import CassleError
-from cassle.core.io import exclusive_lock
+from cassle.core.io import append_line, exclusive_lock
 
 if TYPE_CHECKING:
     from cassle.apps.launch.task import CassleTask
@@ -35,6 +36,13 @@ if TYPE_CHECKING:
 LAUNCHERS = ("local", "submitit-local", "slurm")
 DEFAULT_POLL_S = {"submitit-local": 1.0, "slurm": 60.0}
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+LAUNCH_LOG = "launch.log"
+"""In the job folder: every line `cassle launch` printed about the job, timestamped, across reruns (Snakemake starts a
+rerun's rule log afresh, so the history of submissions, re-attaches and cancels lives here)."""
+WORKFLOW_PID = "CASSLE_WORKFLOW_PID"
+"""The process that waits for this launcher (the workflow sets it to Snakemake's pid): when it is gone (SIGKILL, a
+lost login session), nobody waits for the job any more, so the launcher leaves it running for a rerun to re-attach
+and exits instead of lingering."""
 
 
 def _bounded(kind: Callable[[str], float], minimum: float, what: str) -> Callable[[str], float]:
@@ -116,17 +124,20 @@ def _run_as_job(argv: list[str], args: argparse.Namespace) -> int:
                          "(job.json) and logs (e.g. the run's work folder)")
     resources = resources_from_args(args, argv)
     check_launcher(args.launcher, resources)  # before the config is validated (seconds) or DIR is touched
-    _preflight(argv)
     poll_s = args.poll_s or DEFAULT_POLL_S[args.launcher]
+    workflow_alive = _workflow_watch()
     with _recording_signals() as received:
-        task = CassleTask(argv, os.getcwd(), args.max_requeues, args.entry)
+        problem = _preflight(argv)
+        if problem is not None and received() is None:
+            raise CassleError(problem)
+        task = CassleTask(argv, os.getcwd(), args.max_requeues, args.entry, cpus=resources.cpus_per_task)
         handle = _submit_or_attach(task, args.launcher, args.job_dir, resources, received)
-        if handle is None:  # a signal came while this process waited for the job folder's lock
+        if handle is None:  # a signal came before the submission (during the checks, or waiting for the lock)
             signum = received()
-            print(f"cassle launch: {signal.Signals(signum).name} received before submission: nothing submitted",
-                  file=sys.stderr, flush=True)
+            _say(args.job_dir, f"{signal.Signals(signum).name} received before submission: nothing submitted",
+                 error=True)
             return 128 + signum
-        return _wait(handle, poll_s, received)
+        return _wait(handle, poll_s, received, workflow_alive)
 
 
 def _mirror_into_mlflow(argv: list[str], results: Path) -> None:
@@ -135,7 +146,7 @@ def _mirror_into_mlflow(argv: list[str], results: Path) -> None:
     sync` backfills later."""
     import subprocess
 
-    out = next((argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--out"), None)
+    out = _option(argv, "--out")
     if out is None:
         print(f"cassle launch: warning: `cassle {shlex.join(argv)}` has no --out folder to log into MLflow",
               file=sys.stderr, flush=True)
@@ -147,6 +158,11 @@ def _mirror_into_mlflow(argv: list[str], results: Path) -> None:
                           check=False)
     if done.returncode != 0:
         print(f"cassle: warning: MLflow logging of {out} failed; run cassle mlflow sync", file=sys.stderr, flush=True)
+
+
+def _option(argv: Sequence[str], name: str) -> str | None:
+    """The value of option `name` in a command line (`--out DIR`), None when absent."""
+    return next((argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == name), None)
 
 
 def _command(raw: Sequence[str]) -> list[str]:
@@ -161,7 +177,6 @@ def _command(raw: Sequence[str]) -> list[str]:
 
 def resources_from_args(args: argparse.Namespace, argv: Sequence[str]) -> Resources:
     """The job's resources from the options of `cassle launch`."""
-
     return Resources(
         gpus=args.gpus, nodes=args.nodes, cpus_per_task=args.cpus_per_task, mem_gb=args.mem_gb,
         time_min=args.time_min, partition=args.partition, account=args.account, qos=args.qos,
@@ -170,9 +185,16 @@ def resources_from_args(args: argparse.Namespace, argv: Sequence[str]) -> Resour
 
 
 def _default_job_name(argv: Sequence[str], job_dir: Path) -> str:
+    """What the scheduler shows: cassle-pretrain-<run>, cassle-eval-<task>-<source>-<dataset>, else
+    cassle-<command>-<the job folder's name, or its parent's when it is called work>."""
+    if argv[0] == "eval" and len(argv) > 2 and not argv[2].startswith("-"):
+        source = Path(argv[2]).name.removesuffix(".pt")
+        return "-".join(["cassle", "eval", argv[1], source, *filter(None, [_option(argv, "--dataset")])])
+    out = _option(argv, "--out")
+    if argv[0] == "pretrain" and out:
+        return f"cassle-pretrain-{Path(out).name}"
     folder = job_dir.absolute()
-    name = folder.parent.name if folder.name == "work" else folder.name
-    return "-".join(["cassle", *argv[:2 if argv[0] == "eval" else 1], name])
+    return f"cassle-{argv[0]}-{folder.parent.name if folder.name == 'work' else folder.name}"
 
 
 def _run_in_process(argv: list[str], args: argparse.Namespace) -> int:
@@ -182,18 +204,19 @@ def _run_in_process(argv: list[str], args: argparse.Namespace) -> int:
     return args.entry(argv)
 
 
-def _preflight(argv: list[str]) -> None:
-    """Fail here, before any job waits in a queue, on a bad command line or (pretrain) a bad config. It runs in a
-    child process (`cassle launch --check-only`): parsing an eval's options and validating a config import torch
-    (~700 MB), which this process, waiting on the login node for as long as the job runs (one per job), must not
-    keep."""
+def _preflight(argv: list[str]) -> str | None:
+    """Why `cassle ARGV` must not be submitted (a bad command line or, for pretrain, a bad config), None when it may:
+    checked here so that nothing waits in a queue to fail. It runs in a child process (`cassle launch
+    --check-only`): parsing an eval's options and validating a config import torch (~700 MB), which this process,
+    waiting on the login node for as long as the job runs (one per job), must not keep."""
     import subprocess
 
     command = [sys.executable, "-m", "cassle", "launch", "--check-only", "--", *argv]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
-        raise CassleError(f"not submitted: `cassle {shlex.join(argv)}`: {last.split('error: ', 1)[-1]}")
+    if done.returncode == 0:
+        return None
+    last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
+    return f"not submitted: `cassle {shlex.join(argv)}`: {last.split('error: ', 1)[-1]}"
 
 
 @contextmanager
@@ -224,7 +247,6 @@ def _submit_or_attach(task: CassleTask, launcher: str, job_dir: Path, resources:
                       received: Callable[[], int | None]) -> JobHandle | None:
     """The job that runs ``task`` in ``job_dir``: the active one, else a new submission; None, submitting nothing,
     when SIGINT/SIGTERM came while this process waited for the folder's lock."""
-
     argv = task.argv
 
     with _locked(job_dir):
@@ -234,30 +256,55 @@ def _submit_or_attach(task: CassleTask, launcher: str, job_dir: Path, resources:
         old = attach(record, job_dir) if record is not None else None
         if old is not None and old.is_active():
             if record.runs(argv, os.getcwd()):
-                print(f"cassle launch: re-attaching to job {old.job_id} ({old.launcher}), submitted "
-                      f"{record.submitted_utc} and still active", flush=True)
+                _say(job_dir, f"re-attaching to job {old.job_id} ({old.launcher}), submitted {record.submitted_utc} "
+                     "and still active")
                 return old
-            print(f"cassle launch: warning: job {old.job_id} in {job_dir / 'job.json'} is still active but runs "
-                  f"another command (cassle {shlex.join(record.argv)}); it is left alone", file=sys.stderr)
+            _say(job_dir, f"warning: job {old.job_id} in {job_dir / 'job.json'} is still active but runs another "
+                 f"command (cassle {shlex.join(record.argv)}); it is left alone", error=True)
         elif old is not None:
-            print(f"cassle launch: job {old.job_id} in {job_dir / 'job.json'} has ended: submitting a new job",
-                  flush=True)
+            _say(job_dir, f"job {old.job_id} in {job_dir / 'job.json'} has ended: submitting a new job")
         executor = make_executor(launcher, submitit_folder(job_dir), resources, task.max_requeues)
         handle = submit(task, executor, launcher, job_dir, argv)
     out, err = handle.logs()
-    print(f"cassle launch: submitted job {handle.job_id} ({launcher}, {handle.tasks} task(s)); logs: {out} {err}",
-          flush=True)
+    _say(job_dir, f"submitted job {handle.job_id} ({launcher}, {handle.tasks} task(s)); logs: {out} {err}")
     return handle
 
 
-def _wait(handle: JobHandle, poll_s: float, received: Callable[[], int | None]) -> int:
-    """Poll until the job ends, printing state changes; cancel it on SIGINT/SIGTERM."""
+def _say(job_dir: Path, text: str, error: bool = False) -> None:
+    """Print `cassle launch: TEXT` (stderr for warnings and cancels) and append it to the job folder's launch.log."""
+    line = f"cassle launch: {text}"
+    print(line, file=sys.stderr if error else sys.stdout, flush=True)
+    append_line(job_dir / LAUNCH_LOG, f"{datetime.now().isoformat(timespec='seconds')} {line}")
 
+
+def _process_start(pid: int) -> str | None:
+    """When process `pid` started (in clock ticks since boot; tells a process from a later one with its pid), None
+    when there is no such process, it has exited and waits to be reaped (a zombie), or there is no /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if len(fields) < 20 or fields[0] in ("Z", "X") else fields[19]
+
+
+def _workflow_watch() -> Callable[[], bool]:
+    """A probe of whether the process named by CASSLE_WORKFLOW_PID still runs (always true without one)."""
+    text = os.environ.get(WORKFLOW_PID, "")
+    started = _process_start(int(text)) if text.isdigit() else None
+    if started is None:
+        return lambda: True
+    return lambda: _process_start(int(text)) == started
+
+
+def _wait(handle: JobHandle, poll_s: float, received: Callable[[], int | None],
+          workflow_alive: Callable[[], bool]) -> int:
+    """Poll until the job ends, printing state changes. On SIGINT/SIGTERM cancel it (unless it has just completed);
+    when the workflow that waits for it is gone, leave it running and exit."""
     previous: str | None = None
     while True:
         state = handle.state()
         if state != previous:
-            print(f"cassle launch: job {handle.job_id}: {state}", flush=True)
+            _say(handle.job_dir, f"job {handle.job_id}: {state}")
         if handle.ended(state, previous):
             break
         previous = state
@@ -266,15 +313,29 @@ def _wait(handle: JobHandle, poll_s: float, received: Callable[[], int | None]) 
             time.sleep(min(0.1, poll_s))
         signum = received()
         if signum is not None:
-            handle.cancel()
-            print(f"cassle launch: {signal.Signals(signum).name} received: cancelled job {handle.job_id}",
-                  file=sys.stderr, flush=True)
-            return 128 + signum
+            return _stop(handle, signal.Signals(signum))
+        if not workflow_alive():
+            _say(handle.job_dir, f"the workflow waiting for job {handle.job_id} is gone (pid "
+                 f"{os.environ[WORKFLOW_PID]}): the job goes on, and rerunning the workflow re-attaches to it",
+                 error=True)
+            return 1
     failure = handle.failure(state)
     if failure is None:
-        print(f"cassle launch: job {handle.job_id} completed", flush=True)
+        _say(handle.job_dir, f"job {handle.job_id} completed")
         return 0
     out, err = handle.logs()
     for path in (out, err):
         print(f"----- tail of {path} -----\n{tail(path)}", file=sys.stderr)
-    raise CassleError(f"job {handle.job_id} ({handle.launcher}) {failure}; logs: {out} {err}")
+    message = f"job {handle.job_id} ({handle.launcher}) {failure}; logs: {out} {err}"
+    append_line(handle.job_dir / LAUNCH_LOG, f"{datetime.now().isoformat(timespec='seconds')} error: {message}")
+    raise CassleError(message)
+
+
+def _stop(handle: JobHandle, signum: signal.Signals) -> int:
+    """Cancel the job for `signum`; a job whose every task has already succeeded is reported completed instead."""
+    if handle.failure("ENDED") is None:
+        _say(handle.job_dir, f"job {handle.job_id} completed (before {signum.name} arrived)")
+        return 0
+    handle.cancel()
+    _say(handle.job_dir, f"{signum.name} received: cancelled job {handle.job_id}", error=True)
+    return 128 + signum

@@ -110,13 +110,16 @@ class JobHandle(ABC):
         return [pickle_load(path) if path.exists() else None for path in files]
 
     def failure(self, state: str) -> str | None:
-        """None when every task succeeded, else why the job failed."""
+        """None when every task succeeded, else why the job failed: the command's own error line (`cassle: error:
+        ...` in the task's stderr) when it printed one, else the last line of the task's traceback."""
         for task, result in enumerate(self.results()):
             if result is None:
                 return f"ended without a result (state {state}, task {task})"
             if result[0] != "success":
+                errors = [line for line in tail(self.paths(task).stderr, 200).splitlines()
+                          if line.startswith("cassle: error:")]
                 lines = [line for line in str(result[1]).splitlines() if line.strip()]
-                return f"failed in task {task}: {lines[-1] if lines else 'no traceback'}"
+                return f"failed in task {task}: {(errors or lines or ['no traceback'])[-1]}"
         return None
 
     @abstractmethod
@@ -199,6 +202,14 @@ class SlurmHandle(JobHandle):
         self.job = submitit.SlurmJob(submitit_folder(job_dir), job_id)
 
     def state(self) -> str:
+        """The controller's state while the job is queued or running (squeue: immediate, where the accounting
+        database may lag), sacct's once it has left the queue, UNKNOWN when neither knows it."""
+        try:
+            queued = subprocess.run(["squeue", "-h", "-j", self.job_id, "-o", "%T"], capture_output=True, text=True)
+        except FileNotFoundError:  # no squeue here: sacct alone
+            queued = None
+        if queued is not None and queued.returncode == 0 and queued.stdout.split():
+            return queued.stdout.split()[0].upper()
         # submitit's watcher stops asking sacct about a job once it has seen a state it deems final (CONFIGURING,
         # SUSPENDED, NODE_FAIL, ...) and answers from its cache ever after: clear it so that every poll asks sacct.
         self.job.watcher.clear()

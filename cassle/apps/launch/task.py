@@ -8,6 +8,8 @@ from collections.abc import Callable, Sequence
 
 from submitit.helpers import Checkpointable, DelayedSubmission
 
+from cassle.core.threads import cpu_budget, thread_environment
+
 
 class CommandFailedError(RuntimeError):
     """The launched `cassle` command returned a non-zero exit code (its own message is in the job's stderr)."""
@@ -17,21 +19,28 @@ class CassleTask(Checkpointable):
     """`cassle ARGV` run in the job's process, in the folder it was submitted from, through `entry` (the command
     line's main function: pickled by reference, so the job imports it by name).
 
+    Thread pools follow the CPUs the job was given (`cpus`, else Slurm's SLURM_CPUS_PER_TASK, the cgroup quota or the
+    affinity mask), not the OMP_NUM_THREADS that the submitting process (Snakemake: the rule's `threads`) passed in.
     On preemption or timeout submitit calls `checkpoint()` from its signal handler; it resubmits the same argv and
     the command resumes from its own checkpoints (pretraining: OUT/work), so nothing else is carried over. At most
     `max_requeues` requeues: the next one returns None, which makes submitit end the job as failed.
     """
 
-    def __init__(self, argv: Sequence[str], cwd: str, max_requeues: int, entry: Callable[[list[str]], int]) -> None:
+    def __init__(self, argv: Sequence[str], cwd: str, max_requeues: int, entry: Callable[[list[str]], int],
+                 cpus: int | None = None) -> None:
         self.argv = list(argv)
         self.cwd = cwd
         self.max_requeues = max_requeues
         self.entry = entry
+        self.cpus = cpus
         self.requeues = 0
 
     def __call__(self) -> int:
         os.chdir(self.cwd)
-        print(f"cassle launch: attempt {self.requeues + 1}: cassle {shlex.join(self.argv)}", flush=True)
+        threads = self.cpus or cpu_budget()
+        os.environ.update(thread_environment(threads))  # before the command imports torch, numba or a BLAS
+        print(f"cassle launch: attempt {self.requeues + 1} on {threads} CPU thread(s): cassle {shlex.join(self.argv)}",
+              flush=True)
         code = self.entry(self.argv)
         if code:
             raise CommandFailedError(f"`cassle {shlex.join(self.argv)}` exited with code {code}")

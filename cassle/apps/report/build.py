@@ -50,10 +50,13 @@ def build_report(results: Path | str, out: Path | str, *, paper: bool = False, f
                  figures: bool = True) -> dict[str, list[Path]]:
     """Write out/tables/<table>_<setup>.{md,tex,csv,rst}, out/figures/<fig>_<setup>.{png,pdf,rst} (unless
     `figures` is False) and out/README.md from the results folder; returns the files of every table and figure by
-    stem (+ "README")."""
+    stem (+ "README"). The tables/ and figures/ folders exist afterwards even when the results fill no table (no
+    evaluation finished, or none configured)."""
     formats = check_formats(formats)
     found = collect(results)
     out = Path(out)
+    for folder in ("tables", "figures"):
+        (out / folder).mkdir(parents=True, exist_ok=True)
     setups = split_setups(found)
     files: dict[str, list[Path]] = {}
     tables: list[Table] = []
