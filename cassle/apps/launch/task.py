@@ -39,12 +39,18 @@ class CassleTask(Checkpointable):
         os.chdir(self.cwd)
         threads = self.cpus or cpu_budget()
         os.environ.update(thread_environment(threads))  # before the command imports torch, numba or a BLAS
-        print(f"cassle launch: attempt {self.requeues + 1} on {threads} CPU thread(s): cassle {shlex.join(self.argv)}",
+        print(f"cassle launch: attempt {self.attempt()} on {threads} CPU thread(s): cassle {shlex.join(self.argv)}",
               flush=True)
         code = self.entry(self.argv)
         if code:
             raise CommandFailedError(f"`cassle {shlex.join(self.argv)}` exited with code {code}")
         return code
+
+    def attempt(self) -> int:
+        """Which start of the job this is: Slurm counts every requeue (SLURM_RESTART_COUNT), also an administrator's
+        `scontrol requeue`, which submitit does not see; elsewhere the requeues counted by `checkpoint()`."""
+        restarts = os.environ.get("SLURM_RESTART_COUNT", "")
+        return (int(restarts) if restarts.isdigit() else self.requeues) + 1
 
     def checkpoint(self) -> DelayedSubmission | None:  # type: ignore[override]
         if self.requeues >= self.max_requeues:

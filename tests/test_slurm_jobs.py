@@ -1,0 +1,150 @@
+"""Slurm jobs as users stop, kill, preempt and requeue them: every way of stopping Snakemake, SIGKILL then rerun,
+USR2 preemption and `scontrol requeue` resuming bit for bit, a 2-task distributed job. Skipped where `sinfo` does not
+answer (a laptop)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from cassle.core.io import read_csv_rows, read_json
+from slurm_cluster import (CASSLE, REPO, SLURM_MARKS, job_ids, launchers_of, running, sacct, snakemake,
+                           squeue_states, start, stopped, wait_for, workflow_config, write_config)
+
+pytestmark = SLURM_MARKS
+
+
+# ------------------------------------------------------------------------------------------------ stopping Snakemake
+
+def test_every_way_of_stopping_snakemake_cancels_its_slurm_jobs_and_a_rerun_finishes(tmp_path: Path):
+    """One workflow, stopped five times while its Slurm job runs. SIGINT to Snakemake's pid alone, SIGINT to its
+    process group (Ctrl-C), SIGTERM and a double Ctrl-C: each cancels the jobs and exits without a traceback. SIGKILL
+    (a lost login session): the jobs go on, no launcher is left waiting, and the rerun (after `--unlock`)
+    re-attaches to them instead of submitting twice. Every restart resumes the runs from their checkpoints; the last
+    one finishes."""
+    write_config(tmp_path, workflow_config(max_steps=600, evaluations=False))
+    stops = {
+        "SIGINT to the pid": lambda p: os.kill(p.pid, signal.SIGINT),
+        "SIGINT to the group": lambda p: os.killpg(p.pid, signal.SIGINT),
+        "SIGTERM to the pid": lambda p: os.kill(p.pid, signal.SIGTERM),
+        "double Ctrl-C": lambda p: (os.killpg(p.pid, signal.SIGINT), time.sleep(0.3), os.killpg(p.pid, signal.SIGINT)),
+    }
+    for how, stop in stops.items():
+        process = start(tmp_path)
+        wait_for(lambda: running(tmp_path), f"a running job before the {how}")
+        ids = list(job_ids(tmp_path).values())
+        output = stopped(process, stop)
+        assert process.returncode != 0 and "Traceback" not in output, f"{how}:\n{output[-4000:]}"
+        assert "cancelled job" in output, how
+        wait_for(lambda: not squeue_states(ids), f"the jobs to end after the {how}", timeout=60)
+        assert all(state.startswith("CANCELLED") for state in sacct(ids, "State").values()), how
+        assert not launchers_of(tmp_path), how
+
+    process = start(tmp_path)
+    wait_for(lambda: running(tmp_path), "a running job before SIGKILL")
+    ids = job_ids(tmp_path)
+    stopped(process, lambda p: os.kill(p.pid, signal.SIGKILL))
+    wait_for(lambda: not launchers_of(tmp_path), "the launchers of a killed Snakemake to leave", timeout=60)
+    assert set(squeue_states(list(ids.values())).values()) == {"RUNNING"}  # the jobs go on
+    subprocess.run(["scontrol", "suspend", ",".join(ids.values())], check=True)  # still there when the rerun looks
+    snakemake(tmp_path, "--unlock")
+    rerun = start(tmp_path)
+    history = {run: tmp_path / "results" / "pretrain" / run / "work" / "launch.log" for run in ids}
+    wait_for(lambda: all(f"re-attaching to job {job}" in history[run].read_text() for run, job in ids.items()),
+             "the rerun to re-attach to the jobs of the killed Snakemake")
+    subprocess.run(["scontrol", "resume", ",".join(ids.values())], check=True)
+    output, _ = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, output[-4000:]
+    assert job_ids(tmp_path) == ids  # no second job was submitted into a run's folder
+    for run in ids:
+        log = history[run].read_text()
+        assert log.count("submitted job") == 5 and log.count("cancelled job") == 4  # every attempt, kept
+        assert read_json(tmp_path / "results" / "pretrain" / run / "metrics.json")["steps"] == 600
+
+
+# ------------------------------------------------------------------------------------------------ one job
+
+def launch_pretrain(out: Path, *options: str, steps: int, **env: str) -> subprocess.Popen[str]:
+    command = [*CASSLE, "launch", *options, "--job-dir", str(out / "work"), "--", "pretrain",
+               str(REPO / "config" / "pretrain" / "tiny.yaml"), "--set", f"max_steps={steps}", "--set",
+               "batch_size=32", "--set", "checkpoint_every=10", "--set", "log_every=1", "--set", "num_workers=0",
+               "--set", "image_size=16", "--out", str(out), "--quiet"]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, **env})
+
+
+def steps_done(out: Path) -> int:
+    history = out / "history.csv"
+    rows = read_csv_rows(history) if history.exists() else []
+    return int(rows[-1]["step"]) if rows else 0
+
+
+def requeue_and_release(job_id: str, requeue: bool = True) -> None:
+    """`scontrol requeue` the job (unless it requeued itself), then let it start again at once: Slurm holds a
+    requeued job for 120 s (PENDING, reason BeginTime), which this test need not wait for. The job is suspended first,
+    which fails unless it still runs, so that it cannot finish between the test's look and the requeue."""
+    if requeue:
+        subprocess.run(["scontrol", "suspend", job_id], check=True)
+        subprocess.run(["scontrol", "requeue", job_id], check=True)
+        subprocess.run(["scontrol", "release", job_id], check=True)  # Slurm holds a job requeued while suspended
+    wait_for(lambda: subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T %r"], capture_output=True,
+                                    text=True).stdout.split() == ["PENDING", "BeginTime"], f"job {job_id} requeued")
+    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
+
+
+def weight_differences(one: dict[str, torch.Tensor], other: dict[str, torch.Tensor]) -> tuple[float, float]:
+    """||a - b|| / ||a|| over all floating-point weights together, and the largest |a - b| of any one weight."""
+    keys = [key for key, value in one.items() if value.is_floating_point()]
+    a, b = (torch.cat([weights[key].flatten() for key in keys]) for weights in (one, other))
+    return ((a - b).norm() / a.norm()).item(), (a - b).abs().max().item()
+
+
+def test_preemption_and_requeue_resume_bit_for_bit_and_two_tasks_match_one_process(tmp_path: Path):
+    """The same run (global batch 32) three times: in-process on one thread (the reference); as a Slurm job that is
+    preempted (USR2, as Slurm sends before a time limit or preemption) and later requeued by `scontrol requeue`,
+    which must end bit-identical to the reference; and as a 2-task job on the two fake GPUs (two processes, gloo on
+    the CPU, rendezvous from the Slurm environment), requeued once, whose loss curve and weights match the reference
+    within floating-point tolerance."""
+    steps = 60
+    reference = launch_pretrain(tmp_path / "reference", "--launcher", "local", steps=steps, OMP_NUM_THREADS="1")
+    assert reference.wait(timeout=600) == 0, reference.stdout.read()
+    expected = torch.load(tmp_path / "reference" / "backbone.pt")
+
+    single = tmp_path / "single"
+    job = launch_pretrain(single, "--launcher", "slurm", "--poll-s", "0.5", "--cpus-per-task", "1", steps=steps)
+    wait_for(lambda: steps_done(single) >= 15, "the single-task job to train")
+    job_id = read_json(single / "work" / "job.json")["job_id"]
+    subprocess.run(["scancel", "--signal=USR2", job_id], check=True)  # submitit requeues the job itself
+    requeue_and_release(job_id, requeue=False)
+    log = single / "work" / "submitit" / job_id / f"{job_id}_0_log.out"
+    wait_for(lambda: steps_done(single) >= 25 and "attempt 2" in log.read_text(), "the preempted job to come back")
+    requeue_and_release(job_id)
+    output, _ = job.communicate(timeout=600)
+    assert job.returncode == 0, output
+    assert "attempt 3" in log.read_text()
+    got = torch.load(single / "backbone.pt")
+    assert all(torch.equal(expected[key], got[key]) for key in expected)
+
+    double = tmp_path / "double"
+    job = launch_pretrain(double, "--launcher", "slurm", "--poll-s", "0.5", "--gpus", "2", "--cpus-per-task", "1",
+                          steps=steps)
+    wait_for(lambda: steps_done(double) >= 20, "the 2-task job to train")
+    requeue_and_release(read_json(double / "work" / "job.json")["job_id"])
+    output, _ = job.communicate(timeout=600)
+    assert job.returncode == 0, output
+    metrics = read_json(double / "metrics.json")
+    assert metrics["world_size"] == 2 and metrics["resumed"]
+    reference_losses = [float(row["loss"]) for row in read_csv_rows(tmp_path / "reference" / "history.csv")]
+    losses = {int(row["step"]): float(row["loss"]) for row in read_csv_rows(double / "history.csv")}
+    assert sorted(losses) == list(range(1, steps + 1))
+    torch.testing.assert_close(torch.tensor([losses[s] for s in sorted(losses)]), torch.tensor(reference_losses),
+                               rtol=1e-3, atol=1e-4)
+    # 60 SGD steps amplify the rounding of a 2-way all-reduce: small tensors (BatchNorm biases) drift by ~5e-3 of
+    # their own size, the model as a whole by far less
+    relative, largest = weight_differences(expected, torch.load(double / "backbone.pt"))
+    assert relative < 1e-3 and largest < 1e-3, (relative, largest)
