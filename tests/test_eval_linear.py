@@ -99,7 +99,7 @@ def test_fits_reach_sklearns_minimum_in_every_regime(regime) -> None:
         problem = LogisticProblem(torch.as_tensor(x, dtype=dtype), torch.as_tensor(y))
         for penalty, model, minimum in zip(penalties, logistic_path(problem, penalties, SolverSettings()), minima):
             assert_same_minimum(x, y, model, penalty, 1e-7 if dtype == torch.float64 else 1e-6, minimum)
-    cold = problem.model(*problem.fit(penalties[0], [], SolverSettings())[0])
+    cold = problem.model(problem.fit(penalties[0], [], SolverSettings())[0])
     assert_same_minimum(x, y, cold, penalties[0], minimum=minima[0])
 
 
@@ -297,6 +297,21 @@ def test_cli_features_end_to_end(tmp_path, many_classes) -> None:
     assert record["metrics"]["class_avg"] == pytest.approx(direct["test"])
     assert record["metrics"]["penalty"] == pytest.approx(direct["penalty"])
     assert len(record["sweep"]["val_scores"]) == 45 and "config_hash" in record["provenance"]
+
+
+def test_cli_threads_and_workers_follow_the_jobs_cpus(tmp_path, many_classes, monkeypatch) -> None:
+    """`cassle eval` through the real command line: a job given 1 CPU (Slurm) runs 1 torch thread, 0 workers."""
+    from cassle.apps.cli import build_parser, main
+
+    folder = save_features(tmp_path / "feats", many_classes)
+    argv = ["eval", "linear", "--features", str(folder), "--metric", "top1", "--out", str(tmp_path / "o"), "--quiet"]
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
+    torch.set_num_threads(2)
+    assert main(argv) == 0 and torch.get_num_threads() == 1
+    args = build_parser(eval_tasks=["linear"]).parse_args(argv)
+    assert (args.threads, args.workers) == (1, 0)
+    assert build_parser(eval_tasks=["linear"]).parse_args([*argv, "--threads", "2"]).threads == 2
+    assert main([*argv, "--threads", "0"]) == 1  # one clear error, no traceback
 
 
 @pytest.mark.parametrize(

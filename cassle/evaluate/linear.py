@@ -159,8 +159,7 @@ def _refit(trainval: Features, penalty: float, chosen: LinearModel, settings: So
     """The chosen penalty's fit on train + val, starting from the model chosen on train."""
     problem = LogisticProblem(trainval["x"], trainval["y"])
     start = [problem.coordinates(chosen)] if torch.equal(chosen.classes, problem.classes) else []
-    solution, iterations, products = problem.fit(penalty, start, settings)
-    return problem.model(*solution, iterations, products)
+    return problem.model(*problem.fit(penalty, start, settings))
 
 
 def load_feature_dir(folder: Path) -> dict[str, dict[str, Tensor]]:

@@ -47,6 +47,7 @@ class SolverSettings:
     tolerance: float = 1e-9
     max_iter: int = 100
     max_cg: int = 250
+    hessian_rows: int | None = None
 
 
 @dataclass
@@ -75,14 +76,21 @@ class LinearModel:
 
 @dataclass
 class _Point:
-    """An iterate (float64 Q: C x r, b: C) with its objective / N, gradient and softmax probabilities."""
+    """An iterate (float64 Q: C x r, b: C) with its objective / N at `penalty`, gradient and softmax probabilities."""
 
     q: Tensor
     b: Tensor
+    penalty: float
     value: float
     grad_q: Tensor
     grad_b: Tensor
     probs: Tensor
+
+    def at(self, penalty: float, n: int) -> _Point:
+        """The same iterate under another penalty: only the penalty term and its gradient change (no data pass)."""
+        change = (penalty - self.penalty) / n
+        return _Point(self.q, self.b, penalty, self.value + change * float(self.q.square().sum()),
+                      self.grad_q + 2 * change * self.q, self.grad_b, self.probs)
 
 
 Vector = tuple[Tensor, Tensor]
@@ -100,7 +108,7 @@ def _class_centred(v: Vector) -> Vector:
 class LogisticProblem:
     """One fit set in the span of its centred samples (module docstring); `fit` solves one penalty."""
 
-    def __init__(self, x: Tensor, y: Tensor) -> None:
+    def __init__(self, x: Tensor, y: Tensor, hessian_rows: int | None = None) -> None:
         self.classes, self.target = torch.unique(y, return_inverse=True)
         self.dtype = x.dtype
         n, dim = x.shape
@@ -119,6 +127,12 @@ class LogisticProblem:
             self.basis = ((centred.T.double() @ vectors[:, keep]) / root).to(x.dtype)
         self.z64 = self.z.double()
         self.target_index = self.target[:, None]
+        self.rows = None
+        if hessian_rows is not None and hessian_rows < n:
+            generator = torch.Generator().manual_seed(0)
+            self.rows = torch.randperm(n, generator=generator)[:hessian_rows].sort().values.to(x.device)
+        self.hz = self.z if self.rows is None else self.z[self.rows]
+        self.h_target = self.target_index if self.rows is None else self.target_index[self.rows]
 
     @property
     def num_classes(self) -> int:
@@ -136,25 +150,25 @@ class LogisticProblem:
         residual.scatter_(1, self.target_index, -probs.sum(1, keepdim=True))
         probs.scatter_(1, self.target_index, 1 + residual.gather(1, self.target_index))
         grad_q = torch.addmm(q, residual.T, self.z64, beta=2 * penalty / self.n, alpha=1 / self.n)
-        return _Point(q, b, value, grad_q, residual.mean(0), probs)
+        return _Point(q, b, penalty, value, grad_q, residual.mean(0), probs)
 
     def hessian_product(self, probs: Tensor, penalty: float, v: Vector) -> Vector:
         """H v at the point with softmax probabilities `probs` (working dtype), for v = (dQ, db)."""
-        a = torch.addmm(v[1], self.z, v[0].T)
-        a -= a.gather(1, self.target_index)  # the softmax Jacobian ignores a per-row shift: keeps precision
+        a = torch.addmm(v[1], self.hz, v[0].T)
+        a -= a.gather(1, self.h_target)  # the softmax Jacobian ignores a per-row shift: keeps precision
         m = probs * a
         m -= probs * m.sum(1, keepdim=True)
-        return torch.addmm(v[0], m.T, self.z, beta=2 * penalty / self.n, alpha=1 / self.n), m.mean(0)
+        return torch.addmm(v[0], m.T, self.hz, beta=2 * penalty / self.n, alpha=1 / len(self.hz)), m.mean(0)
 
     def preconditioner(self, probs: Tensor, penalty: float) -> Callable[[Vector], Vector]:
         """v -> D^-1 v with D the Hessian's diagonal in (softmax-covariance eigenbasis) x (feature basis)."""
-        covariance = (torch.diag(probs.sum(0)) - probs.T @ probs) / self.n
+        covariance = (torch.diag(probs.sum(0)) - probs.T @ probs) / len(probs)
         eigenvalues, basis = torch.linalg.eigh(covariance.double())
         basis = basis.to(probs.dtype)
         projected = probs @ basis
         variances = probs @ basis.square() - projected.square()  # e_k^T S_i e_k for every row i and direction k
         diag_q = torch.addmm(torch.full((), 2 * penalty / self.n, dtype=probs.dtype, device=probs.device),
-                             variances.T, self.z.square(), alpha=1 / self.n)
+                             variances.T, self.hz.square(), alpha=1 / len(probs))
         eigenvalues = eigenvalues.to(probs.dtype)
         inverse_b = torch.where(eigenvalues > eigenvalues.max() * 1e-6, 1 / eigenvalues, 0.0)
 
@@ -165,7 +179,7 @@ class LogisticProblem:
 
     def newton_step(self, point: _Point, penalty: float, forcing: float, max_cg: int) -> tuple[Vector, int]:
         """An inexact Newton step: preconditioned CG on H s = -g to |residual| <= forcing |g|; (s, products)."""
-        probs = point.probs.to(self.dtype)
+        probs = (point.probs if self.rows is None else point.probs[self.rows]).to(self.dtype)
         precondition = self.preconditioner(probs, penalty)
         residual = (-point.grad_q.to(self.dtype), -point.grad_b.to(self.dtype))
         target = forcing * math.sqrt(_dot(residual, residual))
@@ -187,12 +201,14 @@ class LogisticProblem:
             direction = (z[0] + rz / previous * direction[0], z[1] + rz / previous * direction[1])
         return step, max_cg
 
-    def fit(self, penalty: float, starts: Sequence[Vector], settings: SolverSettings) -> tuple[Vector, int, int]:
-        """Minimise the objective from the best of `starts` (float64 (Q, b) pairs; zero when there are none):
-        ((Q, b), Newton steps, Hessian-vector products)."""
+    def fit(self, penalty: float, starts: Sequence[_Point | Vector], settings: SolverSettings
+            ) -> tuple[_Point, int, int]:
+        """Minimise the objective from the best of `starts` (earlier solutions of this problem, or float64 (Q, b)
+        pairs; zero when there are none): (solution, Newton steps, Hessian-vector products)."""
         if not starts:
             starts = [(self.z64.new_zeros(self.num_classes, self.z.shape[1]), self.z64.new_zeros(self.num_classes))]
-        point = min((self.evaluate(*_class_centred(start), penalty) for start in starts), key=lambda p: p.value)
+        point = min((start.at(penalty, self.n) if isinstance(start, _Point)
+                     else self.evaluate(*_class_centred(start), penalty) for start in starts), key=lambda p: p.value)
         first_norm = math.sqrt(_dot((point.grad_q, point.grad_b), (point.grad_q, point.grad_b)))
         products = 0
         for iteration in range(settings.max_iter):
@@ -212,7 +228,7 @@ class LogisticProblem:
             point = found
         else:
             iteration = settings.max_iter
-        return (point.q, point.b), iteration, products
+        return point, iteration, products
 
     def _line_search(self, point: _Point, step: Vector, decrement: float, penalty: float) -> _Point | None:
         """Backtracking from the full step until the Armijo condition holds; None when the step shrinks to nothing."""
@@ -224,11 +240,11 @@ class LogisticProblem:
             t /= 4
         return None
 
-    def model(self, q: Tensor, b: Tensor, iterations: int = 0, products: int = 0) -> LinearModel:
-        """The classifier on the original, un-centred features for a solution (Q, b) of this problem."""
-        weight = q @ self.basis.T.double()
-        return LinearModel(weight.to(self.dtype), (b - weight @ self.mean).to(self.dtype), self.classes, iterations,
-                           products)
+    def model(self, solution: _Point, iterations: int = 0, products: int = 0) -> LinearModel:
+        """The classifier on the original, un-centred features for a solution of this problem."""
+        weight = solution.q @ self.basis.T.double()
+        return LinearModel(weight.to(self.dtype), (solution.b - weight @ self.mean).to(self.dtype), self.classes,
+                           iterations, products)
 
     def coordinates(self, model: LinearModel) -> Vector:
         """(Q, b) of this problem for a classifier of the same classes (a warm start from another fit set)."""
@@ -245,22 +261,21 @@ def logistic_path(problem: LogisticProblem, penalties: Sequence[float], settings
     """
     order = sorted(range(len(penalties)), key=lambda i: -penalties[i])
     models: dict[int, LinearModel] = {}
-    history: list[tuple[float, Vector]] = []
+    history: list[_Point] = []
     for i in order:
-        penalty = penalties[i]
-        solution, iterations, products = problem.fit(penalty, _starts(history, penalty) if warm_start else [],
-                                                     settings)
-        history = [*history[-1:], (penalty, solution)]
-        models[i] = problem.model(*solution, iterations, products)
+        solution, iterations, products = problem.fit(penalties[i], _starts(history, penalties[i]) if warm_start
+                                                     else [], settings)
+        history = [*history[-1:], solution]
+        models[i] = problem.model(solution, iterations, products)
         if progress is not None:
             progress()
     return [models[i] for i in range(len(penalties))]
 
 
-def _starts(history: list[tuple[float, Vector]], penalty: float) -> list[Vector]:
+def _starts(history: list[_Point], penalty: float) -> list[_Point | Vector]:
     """The last solution and, after two, its extrapolation along the secant of the last two in log(w)."""
-    if len(history) < 2 or history[0][0] == history[1][0]:
-        return [solution for _, solution in history[-1:]]
-    (w0, (q0, b0)), (w1, (q1, b1)) = history
-    t = math.log(penalty / w1) / math.log(w1 / w0)
-    return [(q1, b1), (q1 + t * (q1 - q0), b1 + t * (b1 - b0))]
+    if len(history) < 2 or history[0].penalty == history[1].penalty:
+        return list(history[-1:])
+    old, last = history
+    t = math.log(penalty / last.penalty) / math.log(last.penalty / old.penalty)
+    return [last, (last.q + t * (last.q - old.q), last.b + t * (last.b - old.b))]
