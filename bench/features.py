@@ -1,24 +1,27 @@
 """Realistic features for the linear-probe benchmark: ReLU features of a random ResNet-50 on the real CIFAR-10 images.
 
-Every one of the 60 000 CIFAR-10 JPEGs (../shared/data/cifar10-jpeg.tar.gz as extracted by tests/conftest.py into
-~/.cache/cassle/test-data) is embedded twice by `cassle.evaluate.features.extract_features` (the linear eval's own
-extraction): view 0 = Resize(40, bicubic) + CenterCrop(40) (a 2 x 2 map before the pooling); view 1 = the mirror image, zoomed
-in by 1.25 (Resize(50) + CenterCrop(40)). The backbone is torchvision's ResNet-50 at its random initialisation whose BatchNorm statistics
-were re-estimated on 2048 images (so activations are scaled like a trained network's); features are the 2048
-pooled ReLU outputs: non-negative, un-normalised, correlated, with a decaying spectrum. They are computed once
-(about 15 minutes on 2 quiet cores) and cached in ~/.cache/cassle/bench/ (1 GB).
+Every one of the 60 000 CIFAR-10 JPEGs (../shared/data/cifar10-jpeg.tar.gz, or $CASSLE_CIFAR_TARBALL, as extracted by
+tests/conftest.py into ~/.cache/cassle/test-data) is embedded twice by `cassle.evaluate.features.extract_features`
+(the linear eval's own extraction): view 0 = Resize(40, bicubic) + CenterCrop(40) (a 2 x 2 map before the pooling);
+view 1 = the mirror image, zoomed in by 1.25 (Resize(50) + CenterCrop(40)). The backbone is torchvision's ResNet-50
+at its random initialisation whose BatchNorm statistics were re-estimated on 2048 images (so activations are scaled
+like a trained network's); features are the 2048 pooled ReLU outputs: non-negative, un-normalised, correlated, with
+a decaying spectrum. They are computed once (about 15 minutes on 2 quiet cores; on the GPU where there is one) and
+cached in ~/.cache/cassle/bench/ (1 GB).
 
 Labels: CIFAR-10's classes for 10 classes; for C classes each CIFAR class is split into C / 10 sub-classes by
-k-means on the image's features (the mean of its two views, projected on the class's top 64 principal
-directions): sub-classes that one view's features separate only partly, as a fine-grained dataset's classes. A benchmark case takes disjoint images for train, val
-and test (both views of an image stay in one split) and uses the second view only when a case needs more rows
-than there are images.
+k-means (Lloyd's algorithm from a k-means++ start, in float64 on the CPU) on the
+image's features (the mean of its two views, projected on the class's top 64 principal directions): sub-classes
+that one view's features separate only partly, as a fine-grained dataset's classes. A benchmark case takes disjoint
+images for train, val and test (both views of an image stay in one split) and uses the second view only when a case
+needs more rows than there are images.
 
     python bench/features.py        # builds the cache (or reports it) and prints the spectrum of the features
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import tarfile
 from pathlib import Path
@@ -28,13 +31,15 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Subset
 from torchvision import transforms as T
 
+from cassle.core.threads import available_cpus
 from cassle.data import get_dataset
 from cassle.evaluate.features import extract_features
 from cassle.nets import Normalize, build_backbone
 
 TEST_DATA = Path(os.environ.get("CASSLE_TEST_DATA", Path.home() / ".cache" / "cassle" / "test-data"))
 CIFAR_ROOT = TEST_DATA / "cifar10-jpeg"
-CIFAR_TARBALL = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
+CIFAR_TARBALL = Path(os.environ.get("CASSLE_CIFAR_TARBALL",
+                                   Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"))
 CACHE = Path.home() / ".cache" / "cassle" / "bench" / "cifar10-resnet50-random-40px.pt"
 IMAGE_SIZE = 40
 VIEWS = {
@@ -80,7 +85,9 @@ def random_resnet50(calibration: ConcatDataset, seed: int = 0) -> torch.nn.Modul
 def build_cache() -> dict[str, torch.Tensor]:
     """Compute the features of both views and the CIFAR labels; save them to CACHE."""
     backbone = random_resnet50(all_images(VIEWS[0]))
-    views = [extract_features(backbone, all_images(VIEWS[v]), 256, "cpu", workers=1, desc=f"view {v}")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    workers = max(1, min(8, available_cpus() - 1))
+    views = [extract_features(backbone, all_images(VIEWS[v]), 256, device, workers=workers, desc=f"view {v}")
              for v in VIEWS]
     cache = {"x": torch.stack([v["x"] for v in views], 1), "y": views[0]["y"]}
     CACHE.parent.mkdir(parents=True, exist_ok=True)
@@ -90,6 +97,7 @@ def build_cache() -> dict[str, torch.Tensor]:
     return cache
 
 
+@functools.cache
 def load_cache() -> dict[str, torch.Tensor]:
     """`{"x": 60000 x 2 views x 2048, "y": CIFAR labels}`, built on first use."""
     if CACHE.exists():
@@ -97,26 +105,53 @@ def load_cache() -> dict[str, torch.Tensor]:
     return build_cache()
 
 
-def fine_labels(cache: dict[str, torch.Tensor], classes: int, seed: int = 0) -> np.ndarray:
-    """`classes` labels: each CIFAR class split into about classes / 10 k-means clusters of its images' features
-    (the mean of both views, on the top 64 principal directions of the class): sub-classes that the features
-    separate partly, as a fine-grained dataset's classes (its images' views differ from the mean)."""
-    from sklearn.cluster import KMeans
-    from sklearn.decomposition import PCA
+def kmeans(points: torch.Tensor, k: int, seed: int, iterations: int = 100) -> torch.Tensor:
+    """Cluster labels of `points` (N x D): Lloyd's algorithm from a k-means++ start."""
+    generator = torch.Generator().manual_seed(seed)
+    centres = points[torch.randint(len(points), (1,), generator=generator)]
+    for _ in range(1, k):
+        distances = torch.cdist(points, centres).min(1).values.square()
+        centres = torch.cat([centres, points[torch.multinomial(distances, 1, generator=generator)]])
+    labels = torch.cdist(points, centres).argmin(1)
+    for _ in range(iterations):
+        sums = torch.zeros_like(centres).index_add_(0, labels, points)
+        counts = torch.bincount(labels, minlength=k)[:, None]
+        centres = torch.where(counts > 0, sums / counts.clamp_min(1), centres)
+        new = torch.cdist(points, centres).argmin(1)
+        if torch.equal(new, labels):
+            break
+        labels = new
+    return labels
 
-    coarse = cache["y"].numpy()
+
+@functools.cache
+def class_projections() -> list[torch.Tensor]:
+    """Per CIFAR class, its images' features (the mean of both views), centred, on the class's top 64 principal
+    directions (float64)."""
+    cache = load_cache()
+    mean_views = cache["x"].mean(1).double()
+    projections = []
+    for c in range(10):
+        members = mean_views[cache["y"] == c]
+        centred = members - members.mean(0)
+        projections.append(centred @ torch.linalg.eigh(centred.T @ centred).eigenvectors[:, -64:])
+    return projections
+
+
+def fine_labels(classes: int, seed: int = 0) -> np.ndarray:
+    """`classes` labels: each CIFAR class split into about classes / 10 k-means clusters of its images' features
+    (`class_projections`): sub-classes that the features separate partly, as a fine-grained dataset's classes (its
+    images' views differ from the mean)."""
+    coarse = load_cache()["y"].numpy()
     if classes == 10:
         return coarse
-    saved = CACHE.with_name(f"{CACHE.stem}-labels-{classes}-{seed}.npy")
+    saved = CACHE.with_name(f"{CACHE.stem}-kmeans-{classes}-{seed}.npy")
     if saved.exists():
         return np.load(saved)
     labels, next_label = np.empty_like(coarse), 0
-    mean_views = cache["x"].mean(1).numpy()
-    for c in range(10):
+    for c, projected in enumerate(class_projections()):
         k = classes // 10 + (c < classes % 10)
-        members = np.flatnonzero(coarse == c)
-        projected = PCA(64, random_state=seed).fit_transform(mean_views[members])
-        labels[members] = next_label + KMeans(k, n_init=1, random_state=seed).fit_predict(projected)
+        labels[coarse == c] = next_label + kmeans(projected, k, seed + c).numpy()
         next_label += k
     np.save(saved, labels)
     return labels
@@ -125,7 +160,7 @@ def fine_labels(cache: dict[str, torch.Tensor], classes: int, seed: int = 0) -> 
 def case_splits(sizes: tuple[int, int, int], classes: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
     """float32 features and labels of disjoint images for train, val and test (rows of `sizes`)."""
     cache = load_cache()
-    labels = fine_labels(cache, classes, seed)
+    labels = fine_labels(classes, seed)
     views = 1 if sum(sizes) <= len(labels) else 2
     images = np.random.default_rng(seed).permutation(len(labels))
     rows = np.stack([images * 2 + v for v in range(views)], 1).ravel()  # both views of an image adjacent

@@ -9,49 +9,56 @@ max_iter=5000 like the protocol and its default tol. Per case the script reports
 both test scores and chosen penalties, and at every penalty scikit-learn fitted the relative difference of the
 objectives (ours - sklearn) / sklearn, both evaluated in float64 on the original features (<= 0: ours is lower).
 
-Where scikit-learn takes too long (`--sk-every K` > 1, the default for the two largest cases) it fits every K-th
-penalty of the grid plus the one the torch sweep chose and its neighbours, and its sweep time is extrapolated: the
-fit time of each of the 45 penalties interpolated (in log w) from the fitted ones, summed, plus the refit measured.
+scikit-learn takes minutes per weak penalty on these shapes (up to its 5000 iterations), so by default it fits every
+11th penalty of the grid (`--sk-every K`; 1 = all 45) from index `--sk-from I` (0 = the weakest, 1e-6; the two
+largest cases start at 22 and 33, w = 0.32 and 178, as a fit at 1e-6 would take over an hour there) plus the
+penalty the torch sweep chose and its neighbours. Its sweep time is then extrapolated: the fit time of each of the
+45 penalties interpolated (in log w) from the fitted ones, held at the weakest fitted one's below it (fits get slower
+as w falls, so this under-estimates scikit-learn's time), summed, plus the refit measured.
 `--busy` runs the measurement while another process keeps the same cores busy (a torch matmul loop on `--threads`
 threads, as a training job would): the shared-machine figure.
 
+GPU column (`--device cuda` or `all`, bench/gpu.sh): the sweep on the GPU, its speed-up over scikit-learn and over
+the CPU sweep of the same run (with `all`), and its objectives against scikit-learn's (or, where scikit-learn is not
+installed, as on the lent GPU machines, against the CPU sweep's: `--sk-every 0` skips scikit-learn too).
+
     python bench/linear.py [--cases flowers,dtd,...] [--device cpu|cuda|all] [--threads N] [--sk-every K]
-                           [--busy] [--out PATH]
+                           [--sk-from I] [--busy] [--out PATH]
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import json
 import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import sklearn
 import torch
 from augment import cpu_name
 from features import case_splits
-from sklearn.linear_model import LogisticRegression
-from threadpoolctl import threadpool_limits
 
 from cassle.core.threads import available_cpus
 from cassle.evaluate.linear import PENALTIES, linear_probe
 
-CASES = {  # name: (train, val, test, classes, scikit-learn every K-th penalty): the paper's datasets' shapes
-    "flowers": (1020, 1020, 6149, 102, 1),
-    "dtd": (1880, 1880, 1880, 47, 1),
-    "aircraft": (3334, 3333, 3333, 100, 1),
-    "cub": (5994, 1000, 5794, 200, 1),
-    "cifar10": (45000, 5000, 10000, 10, 4),
-    "food": (68175, 7575, 25250, 101, 8),
+CASES = {  # name: (train, val, test, classes, scikit-learn's penalties: every K-th from index I): the paper's shapes
+    "flowers": (1020, 1020, 6149, 102, (11, 0)),
+    "dtd": (1880, 1880, 1880, 47, (11, 0)),
+    "aircraft": (3334, 3333, 3333, 100, (11, 0)),
+    "cub": (5994, 1000, 5794, 200, (11, 0)),
+    "cifar10": (45000, 5000, 10000, 10, (11, 22)),
+    "food": (68175, 7575, 25250, 101, (11, 33)),
 }
 Split = dict[str, np.ndarray]
+HAS_SKLEARN = importlib.util.find_spec("sklearn") is not None  # not on the lent GPU machines
 
 
 def objective(split: Split, weight: np.ndarray, bias: np.ndarray, penalty: float) -> float:
@@ -62,14 +69,23 @@ def objective(split: Split, weight: np.ndarray, bias: np.ndarray, penalty: float
     return float(ce) + penalty * float(np.square(weight.astype(np.float64)).sum())
 
 
-def sklearn_fit(split: Split, penalty: float) -> tuple[LogisticRegression, float]:
+def sklearn_fit(split: Split, penalty: float) -> tuple[Any, float]:
+    from sklearn.linear_model import LogisticRegression
+
     start = time.perf_counter()
     model = LogisticRegression(C=1 / (2 * penalty), max_iter=5000).fit(split["x"], split["y"])
     return model, time.perf_counter() - start
 
 
-def sklearn_protocol(train: Split, val: Split, test: Split, indices: list[int]) -> dict[str, Any]:
+def sklearn_protocol(train: Split, val: Split, test: Split, indices: list[int], threads: int) -> dict[str, Any]:
     """scikit-learn's sweep over PENALTIES[indices], first best on val, refit, test; per-penalty times."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(threads):
+        return _sklearn_protocol(train, val, test, indices)
+
+
+def _sklearn_protocol(train: Split, val: Split, test: Split, indices: list[int]) -> dict[str, Any]:
     fits = {i: sklearn_fit(train, PENALTIES[i]) for i in indices}
     val_scores = {i: fits[i][0].score(val["x"], val["y"]) for i in indices}
     best = max(indices, key=lambda i: (val_scores[i], -i))
@@ -128,36 +144,53 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     return result, time.perf_counter() - start
 
 
-def run_case(name: str, devices: list[str], threads: int, every: int | None) -> list[dict[str, Any]]:
-    n_train, n_val, n_test, classes, default_every = CASES[name]
+def torch_reference(result: dict[str, Any], train: Split, time_s: float) -> dict[str, Any]:
+    """A torch sweep as the reference of another device's (objectives at every penalty, test score, time)."""
+    return {"test": result["test"], "penalty": result["penalty"], "best": PENALTIES.index(result["penalty"]),
+            "time": time_s, "measured": True, "name": "cpu sweep",
+            "objectives": {i: model_objective(train, m, PENALTIES[i]) for i, m in enumerate(result["models"])}}
+
+
+def model_objective(split: Split, model: Any, penalty: float) -> float:
+    return objective(split, model.weight.cpu().numpy(), model.bias.cpu().numpy(), penalty)
+
+
+def run_case(name: str, devices: list[str], threads: int, every: int | None, start: int | None
+             ) -> list[dict[str, Any]]:
+    """Every device's sweep against scikit-learn's (`every` = 0, or scikit-learn absent: against the first
+    device's sweep); one row per device."""
+    n_train, n_val, n_test, classes, (default_every, default_start) = CASES[name]
     train, val, test = case_splits((n_train, n_val, n_test), classes)
-    rows = []
+    trainval = {k: np.concatenate([train[k], val[k]]) for k in ("x", "y")}
+    k = default_every if every is None else every
+    start = default_start if start is None else start
+    rows, reference, cpu_time = [], None, None
     for device in devices:
         result, torch_time = torch_protocol(train, val, test, device)
         best = PENALTIES.index(result["penalty"])
-        k = every or default_every
-        indices = sorted(set(range(0, len(PENALTIES), k)) | {i for i in (best - 1, best, best + 1)
-                                                              if 0 <= i < len(PENALTIES)})
-        if device == devices[0]:
-            with threadpool_limits(threads):
-                reference = sklearn_protocol(train, val, test, indices)
-        models = result.pop("models")
-        gaps = {PENALTIES[i]: (objective(train, models[i].weight.cpu().numpy(), models[i].bias.cpu().numpy(),
-                                         PENALTIES[i]) - f) / abs(f) for i, f in reference["objectives"].items()}
-        trainval = {k: np.concatenate([train[k], val[k]]) for k in ("x", "y")}
+        if reference is None and k > 0 and HAS_SKLEARN:
+            indices = sorted(set(range(start, len(PENALTIES), k)) | {i for i in (best - 1, best, best + 1)
+                                                                  if 0 <= i < len(PENALTIES)})
+            reference = {**sklearn_protocol(train, val, test, indices, threads), "name": "scikit-learn"}
+        models, final = result.pop("models"), result.pop("final")
+        if reference is None:  # no scikit-learn: the first device's sweep is the reference of the others
+            reference = torch_reference({**result, "models": models}, train, torch_time)
+        gaps = {PENALTIES[i]: (model_objective(train, models[i], PENALTIES[i]) - f) / abs(f)
+                for i, f in reference["objectives"].items()}
         refit_gap = None
-        if reference["best"] == best:
-            final = result.pop("final")
+        if reference["best"] == best and "refit_objective" in reference:
             f = reference["refit_objective"]
-            refit_gap = (objective(trainval, final.weight.cpu().numpy(), final.bias.cpu().numpy(),
-                                   PENALTIES[best]) - f) / abs(f)
+            refit_gap = (model_objective(trainval, final, PENALTIES[best]) - f) / abs(f)
+        cpu_time = torch_time if device == "cpu" else cpu_time
         rows.append({
             "case": name, "train": n_train, "val": n_val, "test": n_test, "dim": train["x"].shape[1],
-            "classes": classes, "device": device, "torch_s": torch_time, "sklearn_s": reference["time"],
-            "sklearn_measured": reference["measured"], "sklearn_penalties": len(indices),
-            "speedup": reference["time"] / torch_time, "torch_test": result["test"], "sklearn_test": reference["test"],
+            "classes": classes, "device": device, "torch_s": torch_time, "reference": reference["name"],
+            "reference_s": reference["time"], "reference_measured": reference["measured"],
+            "reference_penalties": len(reference["objectives"]), "speedup": reference["time"] / torch_time,
+            "speedup_vs_cpu": None if cpu_time is None or device == "cpu" else cpu_time / torch_time,
+            "torch_test": result["test"], "reference_test": reference["test"],
             "accuracy_gap_pp": 100 * (result["test"] - reference["test"]), "torch_penalty": result["penalty"],
-            "sklearn_penalty": reference["penalty"], "max_objective_gap": max(gaps.values()),
+            "reference_penalty": reference["penalty"], "max_objective_gap": max(gaps.values()),
             "objective_gaps": gaps, "refit_objective_gap": refit_gap,
             "newton_iterations": sum(result["iterations"]) + result["refit_iterations"],
             "hessian_products": result["hessian_products"],
@@ -168,10 +201,10 @@ def run_case(name: str, devices: list[str], threads: int, every: int | None) -> 
 
 def print_row(row: dict[str, Any]) -> None:
     shape = f"{row['train']}x{row['dim']}x{row['classes']}"
-    sk = f"{row['sklearn_s']:.1f}" + ("" if row["sklearn_measured"] else f"* ({row['sklearn_penalties']} fits)")
-    print(f"{row['case']:9} {shape:14} {row['device']:5} torch {row['torch_s']:8.2f} s  sklearn {sk:>18} s  "
-          f"x{row['speedup']:6.2f}  test {row['torch_test']:.4f} / {row['sklearn_test']:.4f}  "
-          f"penalty {row['torch_penalty']:.3g} / {row['sklearn_penalty']:.3g}  "
+    ref = f"{row['reference_s']:.1f}" + ("" if row["reference_measured"] else f"* ({row['reference_penalties']} fits)")
+    print(f"{row['case']:9} {shape:14} {row['device']:5} torch {row['torch_s']:8.2f} s  {row['reference']} {ref:>18} s"
+          f"  x{row['speedup']:6.2f}  test {row['torch_test']:.4f} / {row['reference_test']:.4f}  "
+          f"penalty {row['torch_penalty']:.3g} / {row['reference_penalty']:.3g}  "
           f"max obj gap {row['max_objective_gap']:+.1e}", flush=True)
 
 
@@ -183,7 +216,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=available_cpus(),
                         help="threads for torch and scikit-learn's BLAS (default: the CPUs this process was given)")
     parser.add_argument("--sk-every", type=int, default=None,
-                        help="fit scikit-learn on every K-th penalty only and extrapolate (default: per case)")
+                        help="fit scikit-learn on every K-th penalty only and extrapolate (default: per case; 0: "
+                        "no scikit-learn, the first device's sweep is the reference)")
+    parser.add_argument("--sk-from", type=int, default=None,
+                        help="index of the weakest penalty scikit-learn fits (default: per case)")
     parser.add_argument("--busy", action="store_true", help="measure with another process busy on the cores")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "linear.json",
                         help="JSON results file")
@@ -195,10 +231,11 @@ def main() -> None:
     rows = []
     with busy_neighbour(args.busy, args.threads):
         for name in args.cases.split(","):
-            rows.extend(run_case(name, devices, args.threads, args.sk_every))
+            rows.extend(run_case(name, devices, args.threads, args.sk_every, args.sk_from))
     record = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "torch": torch.__version__, "sklearn": sklearn.__version__, "threads": args.threads, "busy": args.busy,
+        "torch": torch.__version__, "sklearn": version("scikit-learn") if HAS_SKLEARN else None,
+        "threads": args.threads, "busy": args.busy,
         "cpu": cpu_name(), "cpu_count": os.cpu_count(), "load_average_1min": [load_start, os.getloadavg()[0]],
         "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None, "rows": rows,
     }

@@ -206,19 +206,6 @@ def test_one_class_fit_predicts_it() -> None:
     assert result["test"] == 1.0
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_sweep_reaches_the_cpu_minima(many_classes) -> None:
-    """The whole protocol on the GPU: same selection inputs, same minima as scikit-learn."""
-    train, val, test = many_classes
-    result = linear_probe(train, val, test, metric="top1", penalties=GRID, device="cuda", progress=False,
-                          return_models=True)
-    assert result["device"].startswith("cuda") and result["final"].weight.device.type == "cuda"
-    for penalty, model in zip(result["penalties"], result["models"]):
-        cpu_model = LinearModel(model.weight.cpu(), model.bias.cpu())
-        assert_same_minimum(train["x"], train["y"], cpu_model, penalty, rtol=1e-6)
-
-
 def test_ties_pick_the_smallest_penalty() -> None:
     x = torch.tensor([[0.0], [1.0], [0.1], [0.9], [0.0], [1.0]])
     y = torch.tensor([0, 1, 0, 1, 0, 1])
