@@ -9,8 +9,8 @@ like a trained network's); features are the 2048 pooled ReLU outputs: non-negati
 a decaying spectrum. They are computed once (about 15 minutes on 2 quiet cores; on the GPU where there is one) and
 cached in ~/.cache/cassle/bench/ (1 GB).
 
-Labels: CIFAR-10's classes for 10 classes; for C classes each CIFAR class is split into C / 10 sub-classes by
-k-means (Lloyd's algorithm from a k-means++ start, in float64 on the CPU) on the
+Labels: CIFAR-10's classes for 10 classes; for C classes each CIFAR class is split into C / 10 equal-sized
+sub-classes by k-means (Lloyd's algorithm from a k-means++ start, float64, CPU; then balanced) on the
 image's features (the mean of its two views, projected on the class's top 64 principal directions): sub-classes
 that one view's features separate only partly, as a fine-grained dataset's classes. A benchmark case takes disjoint
 images for train, val and test (both views of an image stay in one split) and uses the second view only when a case
@@ -105,8 +105,9 @@ def load_cache() -> dict[str, torch.Tensor]:
     return build_cache()
 
 
-def kmeans(points: torch.Tensor, k: int, seed: int, iterations: int = 100) -> torch.Tensor:
-    """Cluster labels of `points` (N x D): Lloyd's algorithm from a k-means++ start."""
+def balanced_kmeans(points: torch.Tensor, k: int, seed: int, iterations: int = 100) -> np.ndarray:
+    """k equal-sized clusters of `points` (N x D): Lloyd's algorithm from a k-means++ start, then each point goes to
+    its nearest centre that still has room (pairs taken by increasing distance), as a dataset's balanced classes."""
     generator = torch.Generator().manual_seed(seed)
     centres = points[torch.randint(len(points), (1,), generator=generator)]
     for _ in range(1, k):
@@ -121,7 +122,12 @@ def kmeans(points: torch.Tensor, k: int, seed: int, iterations: int = 100) -> to
         if torch.equal(new, labels):
             break
         labels = new
-    return labels
+    room, balanced = np.full(k, -(-len(points) // k)), np.full(len(points), -1)
+    for flat in torch.cdist(points, centres).flatten().argsort().numpy():
+        i, j = divmod(int(flat), k)
+        if balanced[i] < 0 and room[j] > 0:
+            balanced[i], room[j] = j, room[j] - 1
+    return balanced
 
 
 @functools.cache
@@ -145,13 +151,13 @@ def fine_labels(classes: int, seed: int = 0) -> np.ndarray:
     coarse = load_cache()["y"].numpy()
     if classes == 10:
         return coarse
-    saved = CACHE.with_name(f"{CACHE.stem}-kmeans-{classes}-{seed}.npy")
+    saved = CACHE.with_name(f"{CACHE.stem}-balanced-{classes}-{seed}.npy")
     if saved.exists():
         return np.load(saved)
     labels, next_label = np.empty_like(coarse), 0
     for c, projected in enumerate(class_projections()):
         k = classes // 10 + (c < classes % 10)
-        labels[coarse == c] = next_label + kmeans(projected, k, seed + c).numpy()
+        labels[coarse == c] = next_label + balanced_kmeans(projected, k, seed + c)
         next_label += k
     np.save(saved, labels)
     return labels

@@ -10,11 +10,11 @@ both test scores and chosen penalties, and at every penalty scikit-learn fitted 
 objectives (ours - sklearn) / sklearn, both evaluated in float64 on the original features (<= 0: ours is lower).
 
 scikit-learn takes minutes per weak penalty on these shapes (up to its 5000 iterations), so by default it fits every
-11th penalty of the grid (`--sk-every K`; 1 = all 45) from index `--sk-from I` (0 = the weakest, 1e-6; the two
-largest cases start at 22 and 33, w = 0.32 and 178, as a fit at 1e-6 would take over an hour there) plus the
-penalty the torch sweep chose and its neighbours. Its sweep time is then extrapolated: the fit time of each of the
-45 penalties interpolated (in log w) from the fitted ones, held at the weakest fitted one's below it (fits get slower
-as w falls, so this under-estimates scikit-learn's time), summed, plus the refit measured.
+11th penalty of the grid (`--sk-every K`; 1 = all 45) from index `--sk-from I` (22, w = 0.32, for the four smaller
+cases; 33, w = 178, for the two largest, where a fit at 1e-6 would take over an hour) plus the penalty the torch
+sweep chose and its neighbours. Its sweep time is then extrapolated: the fit time of each of the 45 penalties
+interpolated (in log w) from the fitted ones, held at the weakest fitted one's below it (fits get slower as w falls,
+so this under-estimates scikit-learn's time), summed, plus the refit measured.
 `--busy` runs the measurement while another process keeps the same cores busy (a torch matmul loop on `--threads`
 threads, as a training job would): the shared-machine figure.
 
@@ -50,22 +50,23 @@ from cassle.core.threads import available_cpus
 from cassle.evaluate.linear import PENALTIES, linear_probe
 
 CASES = {  # name: (train, val, test, classes, scikit-learn's penalties: every K-th from index I): the paper's shapes
-    "flowers": (1020, 1020, 6149, 102, (11, 0)),
-    "dtd": (1880, 1880, 1880, 47, (11, 0)),
-    "aircraft": (3334, 3333, 3333, 100, (11, 0)),
-    "cub": (5994, 1000, 5794, 200, (11, 0)),
-    "cifar10": (45000, 5000, 10000, 10, (11, 22)),
+    "flowers": (1020, 1020, 6149, 102, (11, 22)),
+    "dtd": (1880, 1880, 1880, 47, (11, 22)),
+    "aircraft": (3334, 3333, 3333, 100, (11, 22)),
+    "cub": (5994, 1000, 5794, 200, (11, 22)),
+    "cifar10": (45000, 5000, 10000, 10, (11, 33)),
     "food": (68175, 7575, 25250, 101, (11, 33)),
 }
 Split = dict[str, np.ndarray]
 HAS_SKLEARN = importlib.util.find_spec("sklearn") is not None  # not on the lent GPU machines
 
 
-def objective(split: Split, weight: np.ndarray, bias: np.ndarray, penalty: float) -> float:
-    """sum_i CE + w ||W||^2 in float64 on the original features (labels are 0..C-1, all present)."""
+def objective(split: Split, weight: np.ndarray, bias: np.ndarray, classes: np.ndarray, penalty: float) -> float:
+    """sum_i CE + w ||W||^2 in float64 on the original features (row j of `weight` is the label `classes[j]`)."""
     x = torch.as_tensor(split["x"], dtype=torch.float64)
     logits = x @ torch.as_tensor(weight, dtype=torch.float64).T + torch.as_tensor(bias, dtype=torch.float64)
-    ce = -logits.log_softmax(1).gather(1, torch.as_tensor(split["y"])[:, None]).sum()
+    target = torch.as_tensor(np.searchsorted(np.asarray(classes), split["y"]))
+    ce = -logits.log_softmax(1).gather(1, target[:, None]).sum()
     return float(ce) + penalty * float(np.square(weight.astype(np.float64)).sum())
 
 
@@ -96,9 +97,10 @@ def _sklearn_protocol(train: Split, val: Split, test: Split, indices: list[int])
     sweep_time = float(np.interp(grid, grid[indices], fit_times).sum())  # = the measured sum when all are fitted
     return {"test": refit.score(test["x"], test["y"]), "penalty": PENALTIES[best], "best": best,
             "time": sweep_time + refit_time, "measured": len(indices) == len(PENALTIES),
-            "objectives": {i: objective(train, fits[i][0].coef_, fits[i][0].intercept_, PENALTIES[i])
+            "objectives": {i: objective(train, fits[i][0].coef_, fits[i][0].intercept_, fits[i][0].classes_,
+                                     PENALTIES[i])
                            for i in indices},
-            "refit_objective": objective(trainval, refit.coef_, refit.intercept_, PENALTIES[best])}
+            "refit_objective": objective(trainval, refit.coef_, refit.intercept_, refit.classes_, PENALTIES[best])}
 
 
 def torch_protocol(train: Split, val: Split, test: Split, device: str) -> tuple[dict[str, Any], float]:
@@ -152,7 +154,7 @@ def torch_reference(result: dict[str, Any], train: Split, time_s: float) -> dict
 
 
 def model_objective(split: Split, model: Any, penalty: float) -> float:
-    return objective(split, model.weight.cpu().numpy(), model.bias.cpu().numpy(), penalty)
+    return objective(split, model.weight.cpu().numpy(), model.bias.cpu().numpy(), model.classes.cpu().numpy(), penalty)
 
 
 def run_case(name: str, devices: list[str], threads: int, every: int | None, start: int | None
