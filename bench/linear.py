@@ -1,114 +1,244 @@
-"""The whole linear protocol (45-penalty sweep, selection on val, refit on train + val, test) in torch against the
-same protocol with scikit-learn's LogisticRegression (lbfgs, C = 1 / (2 w), same grid, same selection), in one run.
+"""The whole linear protocol (45-penalty sweep, selection on val, refit on train + val, test) of `linear_probe`
+against the same protocol with scikit-learn's LogisticRegression (lbfgs, C = 1 / (2 w), same grid, same selection,
+same refit), in one run, on shapes that mirror the paper's downstream datasets (train n x 2048 x classes).
 
-Features imitate a ResNet's pooled features at CIFAR scale: a make_classification problem pushed through a random
-linear map and a ReLU (non-negative, un-normalised, correlated dimensions). Both sides run on the same float32
-features with the same number of threads; scikit-learn gets max_iter=5000 like the protocol and its default tol.
+Features: ReLU features of a random ResNet-50 on the real CIFAR-10 images (bench/features.py; computed once and
+cached in ~/.cache/cassle/bench). Both sides get the same float32 arrays and the same number of threads
+(`--threads`, default: the CPUs this process was given, `cassle.core.threads.available_cpus`); scikit-learn gets
+max_iter=5000 like the protocol and its default tol. Per case the script reports both wall times, the speed-up,
+both test scores and chosen penalties, and at every penalty scikit-learn fitted the relative difference of the
+objectives (ours - sklearn) / sklearn, both evaluated in float64 on the original features (<= 0: ours is lower).
 
-    python bench/linear.py [--device cpu|cuda|all] [--threads 2] [--cases c10,c100] [--sk-tol 1e-4] [--out PATH]
+scikit-learn takes minutes per weak penalty on these shapes (up to its 5000 iterations), so by default it fits every
+11th penalty of the grid (`--sk-every K`; 1 = all 45) from index `--sk-from I` (22, w = 0.32, for the four smaller
+cases; 33, w = 178, for the two largest, where a fit at 1e-6 would take over an hour) plus the penalty the torch
+sweep chose and its neighbours. Its sweep time is then extrapolated: the fit time of each of the 45 penalties
+interpolated (in log w) from the fitted ones, held at the weakest fitted one's below it (fits get slower as w falls,
+so this under-estimates scikit-learn's time), summed, plus the refit measured.
+`--busy` runs the measurement while another process keeps the same cores busy (a torch matmul loop on `--threads`
+threads, as a training job would): the shared-machine figure.
+
+GPU column (`--device cuda` or `all`, bench/gpu.sh): the sweep on the GPU, its speed-up over scikit-learn and over
+the CPU sweep of the same run (with `all`), and its objectives against scikit-learn's (or, where scikit-learn is not
+installed, as on the lent GPU machines, against the CPU sweep's: `--sk-every 0` skips scikit-learn too).
+
+    python bench/linear.py [--cases flowers,dtd,...] [--device cpu|cuda|all] [--threads N] [--sk-every K]
+                           [--sk-from I] [--busy] [--out PATH]
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import json
+import multiprocessing
 import os
-import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import sklearn
 import torch
-from sklearn.datasets import make_classification
-from sklearn.linear_model import LogisticRegression
-from threadpoolctl import threadpool_limits
+from augment import cpu_name
+from features import case_splits
 
+from cassle.core.threads import available_cpus
 from cassle.evaluate.linear import PENALTIES, linear_probe
 
-CASES = {  # name: (train, val, test, dim, classes, class_sep)
-    "c10": (4500, 500, 2000, 512, 10, 1.0),
-    "c100": (4500, 500, 2000, 512, 100, 2.0),
+CASES = {  # name: (train, val, test, classes, scikit-learn's penalties: every K-th from index I): the paper's shapes
+    "flowers": (1020, 1020, 6149, 102, (11, 22)),
+    "dtd": (1880, 1880, 1880, 47, (11, 22)),
+    "aircraft": (3334, 3333, 3333, 100, (11, 22)),
+    "cub": (5994, 1000, 5794, 200, (11, 22)),
+    "cifar10": (45000, 5000, 10000, 10, (11, 33)),
+    "food": (68175, 7575, 25250, 101, (11, 33)),
 }
 Split = dict[str, np.ndarray]
+HAS_SKLEARN = importlib.util.find_spec("sklearn") is not None  # not on the lent GPU machines
 
 
-def make_features(train: int, val: int, test: int, dim: int, classes: int, sep: float, seed: int = 0) -> list[Split]:
-    """ReLU features of a random linear map of a make_classification problem, split into train/val/test."""
-    n = train + val + test
-    z, y = make_classification(n_samples=n, n_features=dim, n_informative=dim // 4, n_redundant=0,
-                               n_classes=classes, n_clusters_per_class=1, class_sep=sep, random_state=seed)
-    mixing = np.random.default_rng(seed).normal(size=(dim, dim)) / np.sqrt(dim)
-    x = np.maximum(z @ mixing + 0.5, 0).astype(np.float32)
-    bounds = np.cumsum([0, train, val, test])
-    return [{"x": x[a:b], "y": y[a:b]} for a, b in zip(bounds[:-1], bounds[1:])]
+def objective(split: Split, weight: np.ndarray, bias: np.ndarray, classes: np.ndarray, penalty: float) -> float:
+    """sum_i CE + w ||W||^2 in float64 on the original features (row j of `weight` is the label `classes[j]`)."""
+    x = torch.as_tensor(split["x"], dtype=torch.float64)
+    logits = x @ torch.as_tensor(weight, dtype=torch.float64).T + torch.as_tensor(bias, dtype=torch.float64)
+    target = torch.as_tensor(np.searchsorted(np.asarray(classes), split["y"]))
+    ce = -logits.log_softmax(1).gather(1, target[:, None]).sum()
+    return float(ce) + penalty * float(np.square(weight.astype(np.float64)).sum())
 
 
-def sklearn_protocol(train: Split, val: Split, test: Split, tol: float) -> dict[str, Any]:
-    """The same protocol with scikit-learn: fit each C = 1 / (2 w) on train, first best on val, refit, test."""
+def sklearn_fit(split: Split, penalty: float) -> tuple[Any, float]:
+    from sklearn.linear_model import LogisticRegression
 
-    def fit(split: Split, penalty: float) -> LogisticRegression:
-        return LogisticRegression(C=1 / (2 * penalty), max_iter=5000, tol=tol).fit(split["x"], split["y"])
+    start = time.perf_counter()
+    model = LogisticRegression(C=1 / (2 * penalty), max_iter=5000).fit(split["x"], split["y"])
+    return model, time.perf_counter() - start
 
-    val_scores = [fit(train, p).score(val["x"], val["y"]) for p in PENALTIES]
-    best = int(np.argmax(val_scores))  # argmax returns the first maximum = the smallest penalty
+
+def sklearn_protocol(train: Split, val: Split, test: Split, indices: list[int], threads: int) -> dict[str, Any]:
+    """scikit-learn's sweep over PENALTIES[indices], first best on val, refit, test; per-penalty times."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(threads):
+        return _sklearn_protocol(train, val, test, indices)
+
+
+def _sklearn_protocol(train: Split, val: Split, test: Split, indices: list[int]) -> dict[str, Any]:
+    fits = {i: sklearn_fit(train, PENALTIES[i]) for i in indices}
+    val_scores = {i: fits[i][0].score(val["x"], val["y"]) for i in indices}
+    best = max(indices, key=lambda i: (val_scores[i], -i))
     trainval = {k: np.concatenate([train[k], val[k]]) for k in ("x", "y")}
-    return {"test": fit(trainval, PENALTIES[best]).score(test["x"], test["y"]), "penalty": PENALTIES[best]}
+    refit, refit_time = sklearn_fit(trainval, PENALTIES[best])
+    fit_times = np.array([fits[i][1] for i in indices])
+    grid = np.log(PENALTIES)
+    sweep_time = float(np.interp(grid, grid[indices], fit_times).sum())  # = the measured sum when all are fitted
+    return {"test": refit.score(test["x"], test["y"]), "penalty": PENALTIES[best], "best": best,
+            "time": sweep_time + refit_time, "measured": len(indices) == len(PENALTIES),
+            "objectives": {i: objective(train, fits[i][0].coef_, fits[i][0].intercept_, fits[i][0].classes_,
+                                     PENALTIES[i])
+                           for i in indices},
+            "refit_objective": objective(trainval, refit.coef_, refit.intercept_, refit.classes_, PENALTIES[best])}
 
 
-def torch_protocol(train: Split, val: Split, test: Split, device: str) -> dict[str, Any]:
+def torch_protocol(train: Split, val: Split, test: Split, device: str) -> tuple[dict[str, Any], float]:
     splits = [{k: torch.as_tensor(v) for k, v in s.items()} for s in (train, val, test)]
-    result = linear_probe(*splits, metric="top1", device=device, progress=False)
     if device == "cuda":
         torch.cuda.synchronize()
-    return result
+    start = time.perf_counter()
+    result = linear_probe(*splits, metric="top1", device=device, progress=False, return_models=True)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return result, time.perf_counter() - start
 
 
-def timed(fn: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], float]:
+def _spin(threads: int, stop: Any) -> None:
+    """A busy neighbour: float32 matmuls on `threads` threads until `stop` is set."""
+    torch.set_num_threads(threads)
+    a = torch.randn(512, 512)
+    while not stop.is_set():
+        a = torch.tanh(a @ a)
+
+
+@contextmanager
+def busy_neighbour(enabled: bool, threads: int) -> Iterator[None]:
+    """Keep the cores busy with another process while the block runs (when `enabled`)."""
+    if not enabled:
+        yield
+        return
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    process = context.Process(target=_spin, args=(threads, stop), daemon=True)
+    process.start()
+    time.sleep(2)  # let it start its threads
+    try:
+        yield
+    finally:
+        stop.set()
+        process.join(10)
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     start = time.perf_counter()
     result = fn()
     return result, time.perf_counter() - start
 
 
+def torch_reference(result: dict[str, Any], train: Split, time_s: float) -> dict[str, Any]:
+    """A torch sweep as the reference of another device's (objectives at every penalty, test score, time)."""
+    return {"test": result["test"], "penalty": result["penalty"], "best": PENALTIES.index(result["penalty"]),
+            "time": time_s, "measured": True, "name": "cpu sweep",
+            "objectives": {i: model_objective(train, m, PENALTIES[i]) for i, m in enumerate(result["models"])}}
+
+
+def model_objective(split: Split, model: Any, penalty: float) -> float:
+    return objective(split, model.weight.cpu().numpy(), model.bias.cpu().numpy(), model.classes.cpu().numpy(), penalty)
+
+
+def run_case(name: str, devices: list[str], threads: int, every: int | None, start: int | None
+             ) -> list[dict[str, Any]]:
+    """Every device's sweep against scikit-learn's (`every` = 0, or scikit-learn absent: against the first
+    device's sweep); one row per device."""
+    n_train, n_val, n_test, classes, (default_every, default_start) = CASES[name]
+    train, val, test = case_splits((n_train, n_val, n_test), classes)
+    trainval = {k: np.concatenate([train[k], val[k]]) for k in ("x", "y")}
+    k = default_every if every is None else every
+    start = default_start if start is None else start
+    rows, reference, cpu_time = [], None, None
+    for device in devices:
+        result, torch_time = torch_protocol(train, val, test, device)
+        best = PENALTIES.index(result["penalty"])
+        if reference is None and k > 0 and HAS_SKLEARN:
+            indices = sorted(set(range(start, len(PENALTIES), k)) | {i for i in (best - 1, best, best + 1)
+                                                                  if 0 <= i < len(PENALTIES)})
+            reference = {**sklearn_protocol(train, val, test, indices, threads), "name": "scikit-learn"}
+        models, final = result.pop("models"), result.pop("final")
+        if reference is None:  # no scikit-learn: the first device's sweep is the reference of the others
+            reference = torch_reference({**result, "models": models}, train, torch_time)
+        gaps = {PENALTIES[i]: (model_objective(train, models[i], PENALTIES[i]) - f) / abs(f)
+                for i, f in reference["objectives"].items()}
+        refit_gap = None
+        if reference["best"] == best and "refit_objective" in reference:
+            f = reference["refit_objective"]
+            refit_gap = (model_objective(trainval, final, PENALTIES[best]) - f) / abs(f)
+        cpu_time = torch_time if device == "cpu" else cpu_time
+        rows.append({
+            "case": name, "train": n_train, "val": n_val, "test": n_test, "dim": train["x"].shape[1],
+            "classes": classes, "device": device, "torch_s": torch_time, "reference": reference["name"],
+            "reference_s": reference["time"], "reference_measured": reference["measured"],
+            "reference_penalties": len(reference["objectives"]), "speedup": reference["time"] / torch_time,
+            "speedup_vs_cpu": None if cpu_time is None or device == "cpu" else cpu_time / torch_time,
+            "torch_test": result["test"], "reference_test": reference["test"],
+            "accuracy_gap_pp": 100 * (result["test"] - reference["test"]), "torch_penalty": result["penalty"],
+            "reference_penalty": reference["penalty"], "max_objective_gap": max(gaps.values()),
+            "objective_gaps": gaps, "refit_objective_gap": refit_gap,
+            "newton_iterations": sum(result["iterations"]) + result["refit_iterations"],
+            "hessian_products": result["hessian_products"],
+        })
+        print_row(rows[-1])
+    return rows
+
+
+def print_row(row: dict[str, Any]) -> None:
+    shape = f"{row['train']}x{row['dim']}x{row['classes']}"
+    ref = f"{row['reference_s']:.1f}" + ("" if row["reference_measured"] else f"* ({row['reference_penalties']} fits)")
+    print(f"{row['case']:9} {shape:14} {row['device']:5} torch {row['torch_s']:8.2f} s  {row['reference']} {ref:>18} s"
+          f"  x{row['speedup']:6.2f}  test {row['torch_test']:.4f} / {row['reference_test']:.4f}  "
+          f"penalty {row['torch_penalty']:.3g} / {row['reference_penalty']:.3g}  "
+          f"max obj gap {row['max_objective_gap']:+.1e}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="all", choices=("cpu", "cuda", "all"),
-                        help="torch device(s); all = cpu and cuda when present")
-    parser.add_argument("--threads", type=int, default=2, help="threads for torch and scikit-learn's BLAS")
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of {', '.join(CASES)}")
-    parser.add_argument("--sk-tol", type=float, default=1e-4, help="scikit-learn's tol (its default: 1e-4)")
+    parser.add_argument("--device", default="all", choices=("cpu", "cuda", "all"),
+                        help="torch device(s); all = cpu and cuda when present (scikit-learn runs once per case)")
+    parser.add_argument("--threads", type=int, default=available_cpus(),
+                        help="threads for torch and scikit-learn's BLAS (default: the CPUs this process was given)")
+    parser.add_argument("--sk-every", type=int, default=None,
+                        help="fit scikit-learn on every K-th penalty only and extrapolate (default: per case; 0: "
+                        "no scikit-learn, the first device's sweep is the reference)")
+    parser.add_argument("--sk-from", type=int, default=None,
+                        help="index of the weakest penalty scikit-learn fits (default: per case)")
+    parser.add_argument("--busy", action="store_true", help="measure with another process busy on the cores")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "linear.json",
                         help="JSON results file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
+    load_start = os.getloadavg()[0]
     rows = []
-    print(f"{'case':6} {'N x D, C':18} {'impl':14} {'time s':>8} {'test acc':>9} {'penalty':>9} {'speed-up':>9}")
-    for name in args.cases.split(","):
-        train, val, test = make_features(*CASES[name])
-        with threadpool_limits(args.threads):
-            reference, sk_time = timed(lambda: sklearn_protocol(train, val, test, args.sk_tol))
-        shape = f"{len(train['x'])} x {train['x'].shape[1]}, {CASES[name][4]}"
-        print(f"{name:6} {shape:18} {'scikit-learn':14} {sk_time:8.2f} {reference['test']:9.4f} "
-              f"{reference['penalty']:9.3g} {1:9.2f}")
-        for device in devices:
-            result, t = timed(lambda: torch_protocol(train, val, test, device))
-            print(f"{name:6} {shape:18} {'torch ' + device:14} {t:8.2f} {result['test']:9.4f} "
-                  f"{result['penalty']:9.3g} {sk_time / t:9.2f}")
-            rows.append({"case": name, "train": len(train["x"]), "dim": train["x"].shape[1],
-                         "classes": CASES[name][4], "device": device, "torch_s": t, "sklearn_s": sk_time,
-                         "speedup": sk_time / t, "torch_test": result["test"], "sklearn_test": reference["test"],
-                         "torch_penalty": result["penalty"], "sklearn_penalty": reference["penalty"],
-                         "accuracy_gap_pp": 100 * (result["test"] - reference["test"]),
-                         "torch_iterations": sum(result["iterations"]) + result["refit_iterations"]})
+    with busy_neighbour(args.busy, args.threads):
+        for name in args.cases.split(","):
+            rows.extend(run_case(name, devices, args.threads, args.sk_every, args.sk_from))
     record = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "torch": torch.__version__, "sklearn": sklearn.__version__, "threads": args.threads,
-        "sklearn_tol": args.sk_tol, "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+        "torch": torch.__version__, "sklearn": version("scikit-learn") if HAS_SKLEARN else None,
+        "threads": args.threads, "busy": args.busy,
+        "cpu": cpu_name(), "cpu_count": os.cpu_count(), "load_average_1min": [load_start, os.getloadavg()[0]],
         "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None, "rows": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -130,7 +130,7 @@ def plan_runs(workflow_config: Mapping[str, Any]) -> dict[str, Run]:
     return runs
 
 
-EVAL_RUNTIME_OPTIONS = frozenset({"device", "workers", "batch_size"})
+EVAL_RUNTIME_OPTIONS = frozenset({"device", "workers", "threads", "batch_size"})
 """Options of `cassle eval` that say how, not what, it computes: the workflow passes them outside the rerun triggers."""
 
 

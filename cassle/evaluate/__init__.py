@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from collections.abc import Callable
+from functools import partial
 from types import ModuleType
 
 from cassle.core.registry import Registry
 
 EVAL_TASKS: Registry[str] = Registry("evaluation", [
-    ("linear", "linear probe with the L-BFGS penalty sweep (Table 2)"),
+    ("linear", "linear probe with the penalty sweep (Table 2)"),
     ("rotation", "predict 0/90/180/270 degree rotations with the linear protocol (Table 7)"),
     ("corruption", "linear probe trained clean, tested on weather corruptions (Table 8)"),
     ("sensitivity", "InfoNCE between original and augmented views at every stage (Figs 6, 8-10)"),
@@ -40,7 +42,7 @@ def task_parser(task: str, parser: argparse.ArgumentParser | None = None) -> arg
     module = task_module(task)
     parser = parser or argparse.ArgumentParser(prog=f"cassle eval {task}", description=EVAL_TASKS[task])
     module.add_arguments(parser)
-    parser.set_defaults(run=module.run)
+    parser.set_defaults(run=partial(_run_task, module.run))
     return parser
 
 
@@ -49,3 +51,11 @@ def reference_table() -> str:
     lines = ["| task | what it measures | module |", "|---|---|---|"]
     lines += [f"| `{task}` | {summary} | `cassle/evaluate/{task}.py` |" for task, summary in EVAL_TASKS.items()]
     return "\n".join(lines)
+
+
+def _run_task(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Set torch's threads from the job's CPUs (--threads), then run the task."""
+    from cassle.evaluate.command import set_threads  # torch
+
+    set_threads(args)
+    return run(args)

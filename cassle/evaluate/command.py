@@ -12,11 +12,13 @@ import torch
 
 from cassle.core.devices import resolve_device
 from cassle.core.io import write_json
+from cassle.core.threads import available_cpus
 from cassle.core.provenance import provenance
 from cassle.evaluate.load import load_backbone
 from cassle.nets import Backbone, resnet_names
 
 SOURCE_FIELDS = ("kind", "path", "sha256", "arch", "cifar_stem", "image_size")
+MAX_DEFAULT_WORKERS = 16
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, dataset: str | None = None,
@@ -38,11 +40,29 @@ def add_common_arguments(parser: argparse.ArgumentParser, dataset: str | None = 
     parser.add_argument("--out", type=Path, required=True, help="output folder: metrics.json, features/, figures")
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda[:N]")
     parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=4, help="data-loading worker processes (default: 4)")
+    cpus = available_cpus()
+    parser.add_argument("--workers", type=int, default=default_workers(cpus),
+                        help="data-loading worker processes (default: one per CPU this job was given beyond the "
+                        f"first, at most {MAX_DEFAULT_WORKERS}: %(default)s here)")
+    parser.add_argument("--threads", type=int, default=cpus,
+                        help="torch threads of the evaluation (default: the CPUs this job was given: "
+                        "SLURM_CPUS_PER_TASK, else the cgroup's CPU quota, else the affinity mask; %(default)s here)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
     parser.add_argument("--max-images", type=int, default=None,
                         help="use only the first N images of each split (quick runs; default: all)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def default_workers(cpus: int) -> int:
+    """DataLoader workers when --workers is not given: the CPUs beyond the main process's, at most 16."""
+    return max(0, min(cpus - 1, MAX_DEFAULT_WORKERS))
+
+
+def set_threads(args: argparse.Namespace) -> None:
+    """torch's intra-op threads for this evaluation: --threads (default: the CPUs the job was given)."""
+    if args.threads < 1:
+        raise ValueError(f"--threads must be a positive number of threads, got {args.threads}")
+    torch.set_num_threads(args.threads)
 
 
 def backbone_from_args(args: argparse.Namespace) -> tuple[Backbone, dict[str, Any], torch.device]:

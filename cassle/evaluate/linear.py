@@ -1,14 +1,12 @@
 """The linear evaluation protocol (paper A.2, Table 2) on frozen, un-normalised features, and `cassle eval linear`.
 
-Classification: L2-regularised multinomial logistic regression trained full-batch with L-BFGS (strong-Wolfe line
-search). For a penalty w the objective over the N fit samples is
+Classification: L2-regularised multinomial logistic regression, for a penalty w over the N fit samples
 
     sum_i CE(W x_i + b, y_i) + w * ||W||_F^2            (the bias b is NOT penalised)
 
-which is scikit-learn's `LogisticRegression(C=1 / (2 w))` (lbfgs, multinomial, intercept unpenalised). L-BFGS
-minimises it divided by N (same minimiser, better-scaled tolerances) on features centred by the fit set's mean:
-with an unpenalised bias this is an exact reparametrisation (W (x - mu) + b' with b = b' - W mu), not a change of
-the features, and it removes the large common offset of ReLU features that otherwise slows L-BFGS down.
+which is scikit-learn's `LogisticRegression(C=1 / (2 w))` (multinomial, intercept unpenalised), solved by Newton-CG
+in the span of the centred samples, the whole path of penalties from one eigendecomposition
+(`cassle.evaluate.logistic`).
 
 Regression (r2): ridge regression, sum_i ||W x_i + b - y_i||^2 + w * ||W||_F^2 (bias unpenalised; scikit-learn's
 `Ridge(alpha=w)`), solved exactly for the whole grid from one eigendecomposition of the centred Gram matrix.
@@ -23,7 +21,6 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +34,7 @@ from cassle.core.provenance import provenance
 from cassle.data import get_dataset
 from cassle.evaluate.command import add_common_arguments, backbone_from_args, eval_record
 from cassle.evaluate.features import feature_options, split_features
+from cassle.evaluate.logistic import LinearModel, LogisticProblem, SolverSettings, logistic_path
 from cassle.evaluate.metrics import METRICS, REGRESSION_METRICS, check_metric, pearson_r2, score
 
 __all__ = ["PENALTIES", "LinearModel", "SolverSettings", "add_arguments", "linear_probe", "run", "score"]
@@ -46,91 +44,6 @@ PENALTIES: tuple[float, ...] = tuple(torch.logspace(-6, 5, 45, dtype=torch.float
 """The authors' grid: `torch.logspace(-6, 5, 45)`."""
 
 Features = Mapping[str, Tensor]
-
-
-@dataclass(frozen=True)
-class SolverSettings:
-    """L-BFGS settings. Tolerances apply to the objective divided by N (see the module docstring)."""
-
-    max_iter: int = 5000
-    history_size: int = 20
-    tolerance_grad: float = 1e-6
-    tolerance_change: float = 1e-10
-
-
-@dataclass
-class LinearModel:
-    """A linear head on un-centred features: outputs = x @ weight.T + bias.
-
-    For classification `classes` holds the label of each output row (the classes present in the fit set).
-    """
-
-    weight: Tensor
-    bias: Tensor
-    classes: Tensor | None = None
-    iterations: int = 0
-
-    def outputs(self, x: Tensor) -> Tensor:
-        """Logits (classification) or predicted targets (regression), N x outputs."""
-        return torch.addmm(self.bias, x.to(self.weight.dtype), self.weight.T)
-
-    def predict(self, x: Tensor) -> Tensor:
-        """Predicted labels (classification) or targets (regression)."""
-        out = self.outputs(x)
-        return out if self.classes is None else self.classes[out.argmax(1)]
-
-
-class _LogisticProblem:
-    """One fit set for multinomial logistic regression, in a rotated, rescaled basis (exact reparametrisation).
-
-    The features are centred by their mean and rotated onto the eigenvectors V of their Gram matrix:
-    z = (x - mean) V. Since the penalty ||W||^2 is rotation-invariant and the bias unpenalised, solving for W' = W V
-    is the same problem. In that basis L-BFGS runs on Q = W' / d with a per-direction scale d that equalises the
-    approximate curvature (eigenvalue / classes + 2 w): a diagonal preconditioner, also exact.
-    """
-
-    def __init__(self, x: Tensor, y: Tensor) -> None:
-        self.classes, target = torch.unique(y, return_inverse=True)
-        self.mean = x.mean(0)
-        centred = x - self.mean
-        eigenvalues, self.basis = torch.linalg.eigh(centred.T @ centred)
-        self.eigenvalues = eigenvalues.clamp_min(0)
-        self.z = centred @ self.basis
-        self.onehot = torch.nn.functional.one_hot(target, len(self.classes)).to(x.dtype)
-
-    def fit(self, penalty: float, init: LinearModel | None, settings: SolverSettings) -> LinearModel:
-        """Minimise the penalised cross-entropy with L-BFGS, starting from `init` (or zero)."""
-        n, dim = self.z.shape
-        curvature = self.eigenvalues / len(self.classes) + 2 * penalty
-        scale = (curvature.mean() / curvature).sqrt()
-        if init is None:
-            q = self.z.new_zeros(len(self.classes), dim)
-            bias = self.z.new_zeros(len(self.classes))
-        else:
-            q = (init.weight @ self.basis) / scale
-            bias = init.bias + init.weight @ self.mean  # into centred coordinates
-        reg = penalty / n
-        optimizer = torch.optim.LBFGS(
-            [q, bias], lr=1, max_iter=settings.max_iter, history_size=settings.history_size,
-            tolerance_grad=settings.tolerance_grad, tolerance_change=settings.tolerance_change,
-            line_search_fn="strong_wolfe",
-        )
-        zs = self.z * scale
-        scale2 = scale.square()
-
-        def closure() -> Tensor:
-            logp = torch.addmm(bias, zs, q.T).log_softmax(1)
-            qs2 = q * scale2
-            loss = -(logp * self.onehot).sum() / n + reg * (q * qs2).sum()
-            residual = logp.exp_().sub_(self.onehot)
-            q.grad = torch.addmm(qs2, residual.T, zs, beta=2 * reg, alpha=1 / n)
-            bias.grad = residual.sum(0) / n
-            return loss
-
-        optimizer.step(closure)
-        iterations = optimizer.state[optimizer._params[0]]["n_iter"]
-        weight = (q * scale) @ self.basis.T
-        return LinearModel(weight, bias - weight @ self.mean, self.classes, iterations)
 
 
 def _ridge_path(x: Tensor, y: Tensor, penalties: Sequence[float]) -> list[LinearModel]:
@@ -182,14 +95,17 @@ def linear_probe(
     dtype: torch.dtype = torch.float32,
     settings: SolverSettings = SolverSettings(),
     progress: bool = True,
+    return_models: bool = False,
 ) -> dict[str, Any]:
     """Run the linear protocol: sweep `penalties` on train, select on val, refit on train + val, score test.
 
     `train`/`val`/`test` are `{"x": N x D features, "y": targets}` (integer labels, or N x K floats for `r2`).
-    `warm_start`: each classification fit starts from the previous penalty's solution (the sweep runs from the
-    strongest penalty to the weakest); otherwise from zero. Returns the metric, the test score (`test`), the chosen
-    `penalty`, `val_scores` (one per penalty, in grid order), `penalties` and L-BFGS iteration counts; for `r2`
-    also the authors' correlation-based R2 (`test_r2_authors`, `val_scores_r2_authors`).
+    `warm_start`: each classification fit starts from the previous penalties' solutions (the sweep runs from the
+    strongest penalty to the weakest); otherwise from zero. `dtype`: the features' precision and that of the
+    solver's Hessian-vector products (its objective and gradient are float64). Returns the metric, the test score
+    (`test`), the chosen `penalty`, `val_scores` (one per penalty, in grid order), `penalties`, the solver's Newton
+    iterations and Hessian-vector products; for `r2` also the authors' correlation-based R2 (`test_r2_authors`,
+    `val_scores_r2_authors`). `return_models` adds the fitted `models` (grid order) and the refit `final`.
     """
     check_metric(metric)
     regression = metric in REGRESSION_METRICS
@@ -206,13 +122,14 @@ def linear_probe(
     if regression:
         models = _ridge_path(tr["x"], tr["y"], grid)
     else:
-        models = _logistic_path(_LogisticProblem(tr["x"], tr["y"]), grid, warm_start, settings, progress)
+        with tqdm(total=len(grid), desc="linear probe", disable=not progress) as bar:
+            models = logistic_path(LogisticProblem(tr["x"], tr["y"]), grid, settings, warm_start, bar.update)
     val_scores = [score(m.predict(va["x"]), va["y"], metric) for m in models]
     best = max(range(len(grid)), key=lambda i: (val_scores[i], -i))  # first maximum = smallest penalty
     if regression:
         final = _ridge_path(trainval["x"], trainval["y"], [grid[best]])[0]
     else:
-        final = _LogisticProblem(trainval["x"], trainval["y"]).fit(grid[best], models[best], settings)
+        final = _refit(trainval, grid[best], models[best], settings)
     prediction = final.predict(te["x"])
     result: dict[str, Any] = {
         "metric": metric,
@@ -232,19 +149,17 @@ def linear_probe(
     else:
         result["iterations"] = [m.iterations for m in models]
         result["refit_iterations"] = final.iterations
+        result["hessian_products"] = sum(m.products for m in models) + final.products
+    if return_models:
+        result["models"], result["final"] = models, final
     return result
 
 
-def _logistic_path(
-    problem: _LogisticProblem, grid: Sequence[float], warm_start: bool, settings: SolverSettings, progress: bool
-) -> list[LinearModel]:
-    """Fit every penalty of the ascending `grid`, solving from the strongest to the weakest; grid order out."""
-    models: dict[int, LinearModel] = {}
-    previous = None
-    for i in tqdm(reversed(range(len(grid))), total=len(grid), desc="linear probe", disable=not progress):
-        previous = problem.fit(grid[i], previous if warm_start else None, settings)
-        models[i] = previous
-    return [models[i] for i in range(len(grid))]
+def _refit(trainval: Features, penalty: float, chosen: LinearModel, settings: SolverSettings) -> LinearModel:
+    """The chosen penalty's fit on train + val, starting from the model chosen on train."""
+    problem = LogisticProblem(trainval["x"], trainval["y"])
+    start = [problem.coordinates(chosen)] if torch.equal(chosen.classes, problem.classes) else []
+    return problem.model(*problem.fit(penalty, start, settings))
 
 
 def load_feature_dir(folder: Path) -> dict[str, dict[str, Tensor]]:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 from submitit.helpers import Checkpointable, DelayedSubmission
 
-from cassle.core.threads import cpu_budget, thread_environment
+from cassle.core.threads import available_cpus, thread_environment
 
 
 class CommandFailedError(RuntimeError):
@@ -37,7 +37,7 @@ class CassleTask(Checkpointable):
 
     def __call__(self) -> int:
         os.chdir(self.cwd)
-        threads = self.cpus or cpu_budget()
+        threads = self.cpus or available_cpus()
         os.environ.update(thread_environment(threads))  # before the command imports torch, numba or a BLAS
         print(f"cassle launch: attempt {self.attempt()} on {threads} CPU thread(s): cassle {shlex.join(self.argv)}",
               flush=True)

@@ -1,0 +1,281 @@
+"""L2-regularised multinomial logistic regression along a path of penalties: a Newton-CG solver in the span of the
+samples, the solver of the linear protocol (`cassle.evaluate.linear`).
+
+Objective for a penalty w over the N fit samples (bias b unpenalised; scikit-learn's `LogisticRegression(C=1/(2w))`):
+
+    F(W, b) = sum_i CE(W x_i + b, y_i) + w ||W||_F^2
+
+Exact reparametrisations make it cheap (the minimiser is the same problem's, mapped back at the end):
+- centring: with b free, W x + b = W (x - mean) + b', so the features are centred once;
+- the span of the samples: the gradient of the data term lies in the row span of the centred features X, and so
+  does the minimiser. One eigendecomposition of the smaller Gram matrix (X X^T when N <= D, else X^T X) gives
+  Z = X V, N x r with r = rank(X) <= min(N - 1, D) orthogonal columns, and W = Q V^T with ||W|| = ||Q||; every fit
+  of the sweep runs on Z (with N < D: r = N - 1 instead of D columns);
+- the class-sum direction: F does not change when a vector is added to every class's weights except through the
+  penalty, which makes the class sum of W zero at the optimum; iterates stay on that subspace.
+
+Solver: Newton's method with a backtracking (Armijo) line search; each step solves H s = -g by preconditioned
+conjugate gradients with Hessian-vector products (two N x r x C products each, no Hessian is formed), to a relative
+residual min(0.5, sqrt(|g| / |g_0|)) (inexact Newton). The preconditioner is the Hessian's diagonal in a basis where
+it is close to diagonal: the features' basis (Z's columns are orthogonal) times the eigenbasis E of the average
+softmax covariance S = mean_i (diag(p_i) - p_i p_i^T), i.e. diag_kj = sum_i (e_k^T S_i e_k) z_ij^2 (exact when all
+p_i are equal, as at strong penalties). The objective and gradient are computed in float64 (the CE of a sample is
+taken relative to its target logit, so that confident samples keep their tiny loss and gradient); the
+Hessian-vector products and the CG in the working dtype (float32 by default), which only shapes the step. A fit
+stops when the Newton decrement g^T H^-1 g / 2 (an estimate of F - min F) is below `tolerance` x F.
+
+Path: penalties are solved from the strongest to the weakest; each fit starts from the previous solution
+extrapolated linearly in log(w) through the last two (kept only when it lowers the objective).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = ["LinearModel", "LogisticProblem", "SolverSettings", "logistic_path"]
+
+
+@dataclass(frozen=True)
+class SolverSettings:
+    """Newton-CG settings. `tolerance`: stop when the Newton decrement is below tolerance x the objective."""
+
+    tolerance: float = 1e-9
+    max_iter: int = 100
+    max_cg: int = 250
+    hessian_rows: int | None = None
+
+
+@dataclass
+class LinearModel:
+    """A linear head on un-centred features: outputs = x @ weight.T + bias.
+
+    For classification `classes` holds the label of each output row (the classes present in the fit set);
+    `iterations` counts Newton steps and `products` Hessian-vector products of the fit.
+    """
+
+    weight: Tensor
+    bias: Tensor
+    classes: Tensor | None = None
+    iterations: int = 0
+    products: int = 0
+
+    def outputs(self, x: Tensor) -> Tensor:
+        """Logits (classification) or predicted targets (regression), N x outputs."""
+        return torch.addmm(self.bias, x.to(self.weight.dtype), self.weight.T)
+
+    def predict(self, x: Tensor) -> Tensor:
+        """Predicted labels (classification) or targets (regression)."""
+        out = self.outputs(x)
+        return out if self.classes is None else self.classes[out.argmax(1)]
+
+
+@dataclass
+class _Point:
+    """An iterate (float64 Q: C x r, b: C) with its objective / N at `penalty`, gradient and softmax probabilities."""
+
+    q: Tensor
+    b: Tensor
+    penalty: float
+    value: float
+    grad_q: Tensor
+    grad_b: Tensor
+    probs: Tensor
+
+    def at(self, penalty: float, n: int) -> _Point:
+        """The same iterate under another penalty: only the penalty term and its gradient change (no data pass)."""
+        change = (penalty - self.penalty) / n
+        return _Point(self.q, self.b, penalty, self.value + change * float(self.q.square().sum()),
+                      self.grad_q + 2 * change * self.q, self.grad_b, self.probs)
+
+
+Vector = tuple[Tensor, Tensor]
+
+
+def _dot(u: Vector, v: Vector) -> float:
+    return float((u[0] * v[0]).sum(dtype=torch.float64) + (u[1] * v[1]).sum(dtype=torch.float64))
+
+
+def _class_centred(v: Vector) -> Vector:
+    """Project onto the class-sum-zero subspace, where the iterates live."""
+    return v[0] - v[0].mean(0), v[1] - v[1].mean()
+
+
+class LogisticProblem:
+    """One fit set in the span of its centred samples (module docstring); `fit` solves one penalty."""
+
+    def __init__(self, x: Tensor, y: Tensor, hessian_rows: int | None = None) -> None:
+        self.classes, self.target = torch.unique(y, return_inverse=True)
+        self.dtype = x.dtype
+        n, dim = x.shape
+        self.n = n
+        self.mean = x.mean(0, dtype=torch.float64)
+        centred = x - self.mean.to(x.dtype)
+        if n > dim:  # rotate onto the eigenvectors of X^T X: an orthogonal change of basis, no rank cut needed
+            _, vectors = torch.linalg.eigh((centred.T @ centred).double())
+            self.basis = vectors.to(x.dtype)
+            self.z = centred @ self.basis
+        else:  # Z = U sqrt(lambda) from X X^T = U lambda U^T; V = X^T U / sqrt(lambda) on the nonzero eigenvalues
+            eigenvalues, vectors = torch.linalg.eigh((centred @ centred.T).double())
+            keep = eigenvalues > eigenvalues.max() * max(n, dim) * torch.finfo(torch.float64).eps * 16
+            root = eigenvalues[keep].sqrt()
+            self.z = (vectors[:, keep] * root).to(x.dtype)
+            self.basis = ((centred.T.double() @ vectors[:, keep]) / root).to(x.dtype)
+        self.z64 = self.z.double()
+        self.target_index = self.target[:, None]
+        self.rows = None
+        if hessian_rows is not None and hessian_rows < n:
+            generator = torch.Generator().manual_seed(0)
+            self.rows = torch.randperm(n, generator=generator)[:hessian_rows].sort().values.to(x.device)
+        self.hz = self.z if self.rows is None else self.z[self.rows]
+        self.h_target = self.target_index if self.rows is None else self.target_index[self.rows]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def evaluate(self, q: Tensor, b: Tensor, penalty: float) -> _Point:
+        """Objective / N, gradient and probabilities at (q, b), in float64."""
+        logits = torch.addmm(b, self.z64, q.T)
+        logits -= logits.gather(1, self.target_index)  # the target's logit is 0: accurate CE for confident rows
+        log_norm = logits.logsumexp(1, keepdim=True)
+        value = float(log_norm.sum()) / self.n + penalty / self.n * float(q.square().sum())
+        probs = (logits - log_norm).exp_()
+        probs.scatter_(1, self.target_index, 0.0)
+        residual = probs.clone()  # P - Y, with p_y - 1 = -(sum of the other probabilities), exact for small ones
+        residual.scatter_(1, self.target_index, -probs.sum(1, keepdim=True))
+        probs.scatter_(1, self.target_index, 1 + residual.gather(1, self.target_index))
+        grad_q = torch.addmm(q, residual.T, self.z64, beta=2 * penalty / self.n, alpha=1 / self.n)
+        return _Point(q, b, penalty, value, grad_q, residual.mean(0), probs)
+
+    def hessian_product(self, probs: Tensor, penalty: float, v: Vector) -> Vector:
+        """H v at the point with softmax probabilities `probs` (working dtype), for v = (dQ, db)."""
+        a = torch.addmm(v[1], self.hz, v[0].T)
+        a -= a.gather(1, self.h_target)  # the softmax Jacobian ignores a per-row shift: keeps precision
+        m = probs * a
+        m -= probs * m.sum(1, keepdim=True)
+        return torch.addmm(v[0], m.T, self.hz, beta=2 * penalty / self.n, alpha=1 / len(self.hz)), m.mean(0)
+
+    def preconditioner(self, probs: Tensor, penalty: float) -> Callable[[Vector], Vector]:
+        """v -> D^-1 v with D the Hessian's diagonal in (softmax-covariance eigenbasis) x (feature basis)."""
+        covariance = (torch.diag(probs.sum(0)) - probs.T @ probs) / len(probs)
+        eigenvalues, basis = torch.linalg.eigh(covariance.double())
+        basis = basis.to(probs.dtype)
+        projected = probs @ basis
+        variances = probs @ basis.square() - projected.square()  # e_k^T S_i e_k for every row i and direction k
+        diag_q = torch.addmm(torch.full((), 2 * penalty / self.n, dtype=probs.dtype, device=probs.device),
+                             variances.T, self.hz.square(), alpha=1 / len(probs))
+        eigenvalues = eigenvalues.to(probs.dtype)
+        inverse_b = torch.where(eigenvalues > eigenvalues.max() * 1e-6, 1 / eigenvalues, 0.0)
+
+        def apply(v: Vector) -> Vector:
+            return _class_centred((basis @ ((basis.T @ v[0]) / diag_q), basis @ ((basis.T @ v[1]) * inverse_b)))
+
+        return apply
+
+    def newton_step(self, point: _Point, penalty: float, forcing: float, max_cg: int) -> tuple[Vector, int]:
+        """An inexact Newton step: preconditioned CG on H s = -g to |residual| <= forcing |g|; (s, products)."""
+        probs = (point.probs if self.rows is None else point.probs[self.rows]).to(self.dtype)
+        precondition = self.preconditioner(probs, penalty)
+        residual = (-point.grad_q.to(self.dtype), -point.grad_b.to(self.dtype))
+        target = forcing * math.sqrt(_dot(residual, residual))
+        step = (torch.zeros_like(residual[0]), torch.zeros_like(residual[1]))
+        z = precondition(residual)
+        direction, rz = z, _dot(residual, z)
+        for products in range(1, max_cg + 1):
+            h = self.hessian_product(probs, penalty, direction)
+            curvature = _dot(direction, h)
+            if curvature <= 0 or rz <= 0:
+                return step, products
+            alpha = rz / curvature
+            step = (step[0] + alpha * direction[0], step[1] + alpha * direction[1])
+            residual = (residual[0] - alpha * h[0], residual[1] - alpha * h[1])
+            if math.sqrt(_dot(residual, residual)) <= target:
+                return step, products
+            z = precondition(residual)
+            rz, previous = _dot(residual, z), rz
+            direction = (z[0] + rz / previous * direction[0], z[1] + rz / previous * direction[1])
+        return step, max_cg
+
+    def fit(self, penalty: float, starts: Sequence[_Point | Vector], settings: SolverSettings
+            ) -> tuple[_Point, int, int]:
+        """Minimise the objective from the best of `starts` (earlier solutions of this problem, or float64 (Q, b)
+        pairs; zero when there are none): (solution, Newton steps, Hessian-vector products)."""
+        if not starts:
+            starts = [(self.z64.new_zeros(self.num_classes, self.z.shape[1]), self.z64.new_zeros(self.num_classes))]
+        point = min((start.at(penalty, self.n) if isinstance(start, _Point)
+                     else self.evaluate(*_class_centred(start), penalty) for start in starts), key=lambda p: p.value)
+        first_norm = math.sqrt(_dot((point.grad_q, point.grad_b), (point.grad_q, point.grad_b)))
+        products = 0
+        for iteration in range(settings.max_iter):
+            norm = math.sqrt(_dot((point.grad_q, point.grad_b), (point.grad_q, point.grad_b)))
+            if norm == 0:
+                break
+            forcing = min(0.5, math.sqrt(norm / first_norm))
+            step, used = self.newton_step(point, penalty, forcing, settings.max_cg)
+            products += used
+            step = (step[0].double(), step[1].double())
+            decrement = -_dot((point.grad_q, point.grad_b), step)
+            if decrement <= 0 or decrement / 2 <= settings.tolerance * point.value:
+                break
+            found = self._line_search(point, step, decrement, penalty)
+            if found is None:  # no decrease left at float64 precision
+                break
+            point = found
+        else:
+            iteration = settings.max_iter
+        return point, iteration, products
+
+    def _line_search(self, point: _Point, step: Vector, decrement: float, penalty: float) -> _Point | None:
+        """Backtracking from the full step until the Armijo condition holds; None when the step shrinks to nothing."""
+        t = 1.0
+        while t > 1e-10:
+            trial = self.evaluate(point.q + t * step[0], point.b + t * step[1], penalty)
+            if trial.value <= point.value - 1e-4 * t * decrement:
+                return trial
+            t /= 4
+        return None
+
+    def model(self, solution: _Point, iterations: int = 0, products: int = 0) -> LinearModel:
+        """The classifier on the original, un-centred features for a solution of this problem."""
+        weight = solution.q @ self.basis.T.double()
+        return LinearModel(weight.to(self.dtype), (solution.b - weight @ self.mean).to(self.dtype), self.classes,
+                           iterations, products)
+
+    def coordinates(self, model: LinearModel) -> Vector:
+        """(Q, b) of this problem for a classifier of the same classes (a warm start from another fit set)."""
+        weight = model.weight.double()
+        return weight @ self.basis.double(), model.bias.double() + weight @ self.mean
+
+
+def logistic_path(problem: LogisticProblem, penalties: Sequence[float], settings: SolverSettings,
+                  warm_start: bool = True, progress: Callable[[], None] | None = None) -> list[LinearModel]:
+    """Fit every penalty (any order), solving from the strongest to the weakest; models in the input order.
+
+    `warm_start`: each fit starts from the better of the previous solution and its extrapolation in log(w) through
+    the last two solutions (else from zero).
+    """
+    order = sorted(range(len(penalties)), key=lambda i: -penalties[i])
+    models: dict[int, LinearModel] = {}
+    history: list[_Point] = []
+    for i in order:
+        solution, iterations, products = problem.fit(penalties[i], _starts(history, penalties[i]) if warm_start
+                                                     else [], settings)
+        history = [*history[-1:], solution]
+        models[i] = problem.model(solution, iterations, products)
+        if progress is not None:
+            progress()
+    return [models[i] for i in range(len(penalties))]
+
+
+def _starts(history: list[_Point], penalty: float) -> list[_Point | Vector]:
+    """The last solution and, after two, its extrapolation along the secant of the last two in log(w)."""
+    if len(history) < 2 or history[0].penalty == history[1].penalty:
+        return list(history[-1:])
+    old, last = history
+    t = math.log(penalty / last.penalty) / math.log(last.penalty / old.penalty)
+    return [last, (last.q + t * (last.q - old.q), last.b + t * (last.b - old.b))]
