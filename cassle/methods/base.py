@@ -93,7 +93,9 @@ class Method(nn.Module):
         super().__init__()
         self.config = dict(config)
         self.normalize = Normalize(*input_statistics(config["dataset"]))
-        self.backbone = build_backbone(config["backbone"], config["cifar_stem"], image_size=config["image_size"])
+        self.backbone = build_backbone(config["backbone"], config["cifar_stem"], image_size=config["image_size"],
+                                       zero_init_residual=config["zero_init_residual"],
+                                       authors_init=config["backbone_init"] == "authors")
         self.conditioning = self.conditioning_config(config)
         self.omega_keys = self.conditioning.omega_keys if self.conditioning else ()
         specs = self.head_specs()
