@@ -28,6 +28,7 @@ from cassle.nets import BACKBONES, INJECTIONS, ConditioningError
 
 PRECISIONS = ("auto", "fp32", "bf16")
 COMPAT = ("original", "authors")
+BACKBONE_INITS = ("torchvision", "authors")
 # Keys that say where and how fast a run happens, not what it computes: left out of the experiment hash, so a run
 # resumes on another machine, with other paths or worker counts.
 RUNTIME_KEYS = frozenset({"data_root", "num_workers", "device", "log_every", "checkpoint_every"})
@@ -120,6 +121,10 @@ FIELDS: dict[str, Field] = {
                      "projector)", choice(VARIANTS)),
     "backbone": Field(str, None, "feature extractor", choice(BACKBONES)),
     "cifar_stem": Field(bool, None, "3x3 stride-1 first conv without max-pool (default: on for images <= 64 px)"),
+    "zero_init_residual": Field(bool, False, "ResNets: start the last BatchNorm weight of every residual block at 0 "
+                                "(the authors' ResNet-50 does)"),
+    "backbone_init": Field(str, "torchvision", "ResNets: torchvision's init (kaiming-normal convs) or the authors' "
+                           "(PyTorch's default for every conv and linear layer)", choice(BACKBONE_INITS)),
     "dataset": Field(str, "synthetic", "pretraining dataset (registry name)", pretrain_dataset),
     "data_root": Field((str, type(None)), None, "local folder of the dataset (not needed for synthetic)"),
     "image_size": Field((int, type(None)), None, "view size in pixels (default: the dataset's)", positive),
@@ -131,7 +136,12 @@ FIELDS: dict[str, Field] = {
     "base_lr": Field((float, type(None)), None, "learning rate at batch 256 (scaled linearly)", positive),
     "weight_decay": Field((float, type(None)), None, "weight decay", non_negative),
     "momentum": Field(float, 0.9, "SGD/LARS momentum", probability),
+    "lars.trust_coefficient": Field(float, 0.001, "LARS trust coefficient (BYOL, Barlow Twins: 0.001; solo-learn's "
+                                    "CIFAR recipes: 0.02)", positive),
+    "lars.clip": Field(bool, False, "LARS: never raise a layer's lr above the scheduled one (solo-learn's clip_lr)"),
     "warmup_epochs": Field((float, type(None)), None, "linear warm-up length in epochs", non_negative),
+    "warmup_start_factor": Field(float, 0.0, "lr at the warm-up's first step, as a fraction of the "
+                                 "peak lr (default: the framework's; Barlow Twins 0.1, as the authors)", probability),
     "temperature": Field((float, type(None)), None, "contrastive temperature", positive),
     "queue_size": Field((int, type(None)), None, "MoCo-v2/v1 negatives queue length", positive),
     "ema": Field((float, type(None)), None, "momentum-encoder rate at the start", probability),
@@ -308,6 +318,12 @@ def check_combinations(config: Mapping[str, Any]) -> None:
         if config["cifar_stem"]:
             raise ConfigError("config key 'cifar_stem' = True is not allowed with backbone vit_small (it has no "
                               "ResNet stem); expected false or null")
+        if config["zero_init_residual"]:
+            raise ConfigError("config key 'zero_init_residual' = True is not allowed with backbone vit_small (it has "
+                              "no residual BatchNorm); expected false")
+        if config["backbone_init"] != "torchvision":
+            raise ConfigError(f"config key 'backbone_init' = {config['backbone_init']!r} is not allowed with backbone "
+                              "vit_small (the authors' init is that of their ResNets); expected 'torchvision'")
     if config["variant"] == "cassle":
         check_conditioning(config)
 

@@ -5,29 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cassle.augment import ViewSampler
 from cassle.config import ConfigError, resolve
 from cassle.core.distributed import convert_sync_batchnorm
-from cassle.data import collate_images, load_pretrain
 from cassle.methods import METHODS, VARIANTS, build_method
 
 from ddp import run_distributed
-
-TINY = {"backbone": "resnet_narrow", "dataset": "synthetic", "max_steps": 10, "batch_size": 16,
-        "projector.hidden_dim": 64, "projector.out_dim": 32, "predictor.hidden_dim": 64, "queue_size": 64,
-        "conditioning.encoder_depth": 2, "conditioning.encoder_width": 16}
-
-
-def tiny_config(framework: str, variant: str, **overrides) -> dict:
-    return resolve({**TINY, "framework": framework, "variant": variant, **overrides})
-
-
-def fixed_batch(n: int = 16, seed: int = 0) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
-    images, _ = collate_images([load_pretrain("synthetic", None)[i] for i in range(n)])
-    sampler, generator = ViewSampler(size=32), torch.Generator().manual_seed(seed)
-    (v1, w1), (v2, w2) = (sampler(images, generator=generator) for _ in range(2))
-    return (v1, v2), (w1, w2)
-
+from tiny_methods import TINY, fixed_batch, tiny_config
 
 FRAMEWORKS = tuple(METHODS)
 
@@ -136,3 +119,31 @@ def test_every_framework_under_two_rank_ddp_equals_one_process_on_the_global_bat
             for rank_grads in (rank0[1], rank1[1]):
                 error = (rank_grads[key] - grad).abs().max().item()
                 assert error <= tolerance, f"{name}: {key} differs by {error:.3g} (scale {grad.abs().max():.3g})"
+
+
+def test_backbone_init_keys_reach_the_model():
+    """zero_init_residual zeroes every residual block's last BN weight; backbone_init=authors draws every conv from
+    PyTorch's default U(+-1/sqrt(fan_in)) (torchvision's kaiming-normal exceeds that bound); the momentum copy
+    starts equal."""
+    from torchvision.models.resnet import BasicBlock
+
+    def convs(method):
+        return [m.weight for m in method.backbone.modules() if isinstance(m, torch.nn.Conv2d)]
+
+    torch.manual_seed(0)
+    authors = build_method(tiny_config("mocov2", "vanilla", zero_init_residual=True, backbone_init="authors"))
+    plain = build_method(tiny_config("mocov2", "vanilla"))
+    blocks = [m for m in authors.backbone.modules() if isinstance(m, BasicBlock)]
+    assert blocks and all(torch.all(block.bn2.weight == 0) for block in blocks)
+    assert all(torch.all(m.bn2.weight == 1) for m in plain.backbone.modules() if isinstance(m, BasicBlock))
+    bound = [w[0].numel() ** -0.5 for w in convs(authors)]
+    assert all(w.abs().max() <= b for w, b in zip(convs(authors), bound))
+    assert any(w.abs().max() > b for w, b in zip(convs(plain), bound))
+    assert all(torch.equal(a, b) for a, b in zip(authors.backbone.state_dict().values(),
+                                                 authors.momentum_backbone.state_dict().values()))
+
+
+@pytest.mark.parametrize("key,value", [("zero_init_residual", True), ("backbone_init", "authors")])
+def test_resnet_init_keys_are_refused_for_the_vit(key, value):
+    with pytest.raises(ConfigError, match=key):
+        resolve({"framework": "mocov3", "epochs": 1, key: value})

@@ -33,14 +33,16 @@ def _backward(model: nn.Module, seed: int) -> None:
     (out**2).mean().backward()
 
 
-def test_lars_matches_hand_written_update() -> None:
+@pytest.mark.parametrize("clip", [False, True])
+def test_lars_matches_hand_written_update(clip: bool) -> None:
     lr, wd, eta, mom = 0.3, 1e-2, 0.02, 0.9
     model, ref = _net(), _net()
     with torch.no_grad():  # a zero weight takes the "trust ratio 1" branch
         model.predictor.weight.zero_()
         ref.predictor.weight.zero_()
-    opt = LARS(param_groups(model, wd), lr=lr, momentum=mom, weight_decay=wd, trust_coefficient=eta)
+    opt = LARS(param_groups(model, wd), lr=lr, momentum=mom, weight_decay=wd, trust_coefficient=eta, clip=clip)
     buffers = {name: torch.zeros_like(p) for name, p in ref.named_parameters()}
+    clipped = set()  # (name, clip bound): with clip, some layers must take each branch for the test to mean anything
     for step in range(3):
         _backward(model, step)
         opt.step()
@@ -52,12 +54,17 @@ def test_lars_matches_hand_written_update() -> None:
                 if not excluded:
                     p_norm, d_norm = p.norm().item(), d.norm().item()
                     if p_norm > 0 and d_norm > 0:
-                        d = d * (eta * p_norm / d_norm)
+                        ratio = eta * p_norm / d_norm
+                        if clip:
+                            clipped.add((name, ratio > lr))
+                            ratio = min(ratio / lr, 1.0)
+                        d = d * ratio
                 buffers[name] = mom * buffers[name] + d
                 p -= lr * buffers[name]
     for (name, p), q in zip(model.named_parameters(), ref.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12, msg=name)
     assert model.predictor.weight.abs().sum() > 0  # it did move
+    assert not clip or {bound for _, bound in clipped} == {True, False}, clipped
 
 
 def test_lars_rejects_negative_hyperparameters() -> None:

@@ -103,3 +103,23 @@ def test_cli_rejects_bad_config_before_training(tmp_path):
     assert result.returncode == 1
     assert "framwork" in result.stderr and "did you mean framework" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("framework,start", [("barlow", 0.1), ("simclr", 0.0)])
+def test_warm_up_starts_at_the_frameworks_fraction_of_the_peak_lr(tmp_path, framework, start):
+    """Barlow Twins warms up from lr/10 as the authors' LinearLR; the others from 0; the peak is reached at the end
+    of the warm-up. Biases and norms of Barlow Twins follow at x 0.024."""
+    from cassle.apps.engine.trainer import Trainer
+
+    config = resolve({**TINY, "framework": framework, "variant": "vanilla", "max_steps": 20, "warmup_epochs": 0.1})
+    trainer = Trainer(config, tmp_path, progress=False)
+    peak = config["base_lr"] * config["batch_size"] / 256
+    warmup = trainer.schedule.warmup_steps
+    assert warmup > 1
+    lrs = [[group["lr"] / group["lr_multiplier"] for group in trainer.optimizer.param_groups]]
+    for _ in range(warmup):
+        trainer.scheduler.step()
+    lrs.append([group["lr"] / group["lr_multiplier"] for group in trainer.optimizer.param_groups])
+    assert lrs[0] == pytest.approx([start * peak] * len(lrs[0])) and lrs[1] == pytest.approx([peak] * len(lrs[1]))
+    assert {group["lr_multiplier"] for group in trainer.optimizer.param_groups} == \
+        ({1.0, 0.024} if framework == "barlow" else {1.0})

@@ -94,6 +94,27 @@ def test_readme_cluster_command_plans_the_paper_grid(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def test_cifar10_config_plans_the_papers_dag_at_cifar_scale(tmp_path):
+    """config/cifar10.yaml as a dry run on one GPU: six frameworks x three variants of ResNet-18 with the CIFAR stem
+    on CIFAR-10, and every evaluation that applies to CIFAR-10."""
+    from cassle.apps.plan import plan_runs
+
+    config = yaml.safe_load((REPO / "config" / "cifar10.yaml").read_text())
+    runs = plan_runs(config)
+    assert {(run.config["framework"], run.config["variant"]) for run in runs.values()} == {
+        (framework, variant) for framework in ("simclr", "mocov2", "barlow", "mocov3", "byol", "simsiam")
+        for variant in ("vanilla", "augself", "cassle")}
+    assert all(run.config["dataset"] == "cifar10" and run.config["backbone"] == "resnet18"
+               and run.config["cifar_stem"] and run.config["image_size"] == 32 for run in runs.values())
+    output = snakemake(tmp_path, "--configfile", str(REPO / "config" / "cifar10.yaml"), "--profile",
+                       "profiles/local", "--dry-run", cwd=REPO)
+    # the paper grid's choice of runs per task: corruption and few-shot for MoCo-v2 and SimCLR, retrieval for MoCo-v2
+    assert task_stats(output) == {"linear": 18, "rotation": 18, "corruption": 6, "sensitivity": 18,
+                                  "conditioning": 6, "retrieval": 3, "fewshot": 6}
+    assert job_stats(output) == {"pretrain": 18, "evaluate": 75, "report": 1, "all": 1}
+    assert not (tmp_path / "results").exists()
+
+
 def test_bad_workflow_config_fails_before_any_job(tmp_path):
     config = json.loads(json.dumps(TINY))
     config["pretrain"]["groups"]["main"]["grid"]["variant"] = ["vanilla", "casle"]

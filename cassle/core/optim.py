@@ -31,11 +31,16 @@ class LARS(torch.optim.Optimizer):
     Per parameter ``p`` with gradient ``g``::
 
         d = g + weight_decay * p
-        if lars_adaptation and ||p|| > 0 and ||d|| > 0:  d = d * trust_coefficient * ||p|| / ||d||
+        if lars_adaptation and ||p|| > 0 and ||d|| > 0:
+            ratio = trust_coefficient * ||p|| / ||d||
+            if clip: ratio = min(ratio / lr, 1)     # the layer's lr is min(trust * ||p|| / ||d||, lr)
+            d = d * ratio
         buf = momentum * buf + d ;  p = p - lr * buf
 
     Exclude biases and norm parameters from both weight decay and adaptation by giving their group
-    ``weight_decay=0`` and ``lars_adaptation=False`` (``param_groups`` does this).
+    ``weight_decay=0`` and ``lars_adaptation=False`` (``param_groups`` does this). ``clip`` is solo-learn's
+    ``clip_lr`` (its CIFAR recipes use it with trust_coefficient 0.02): LARS then never raises a layer's lr above
+    the scheduled one.
     """
 
     def __init__(
@@ -45,13 +50,14 @@ class LARS(torch.optim.Optimizer):
         momentum: float = 0.9,
         weight_decay: float = 0.0,
         trust_coefficient: float = 0.001,
+        clip: bool = False,
     ) -> None:
         for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay),
                             ("trust_coefficient", trust_coefficient)):
             if value < 0:
                 raise ValueError(f"LARS: {name}={value}; it must be >= 0")
         defaults = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay,
-                    "trust_coefficient": trust_coefficient, LARS_ADAPTATION: True}
+                    "trust_coefficient": trust_coefficient, "clip": clip, LARS_ADAPTATION: True}
         super().__init__(params, defaults)
 
     @torch.no_grad()
@@ -67,7 +73,10 @@ class LARS(torch.optim.Optimizer):
                     continue
                 update = param.grad.add(param, alpha=group["weight_decay"])
                 if group[LARS_ADAPTATION]:
-                    update.mul_(self._trust_ratio(param, update, group["trust_coefficient"]))
+                    ratio = self._trust_ratio(param, update, group["trust_coefficient"])
+                    if group["clip"] and group["lr"] > 0:
+                        ratio = ratio.div(group["lr"]).clamp_(max=1.0)
+                    update.mul_(ratio)
                 state = self.state[param]
                 if "momentum_buffer" not in state:
                     state["momentum_buffer"] = torch.zeros_like(param)
@@ -157,6 +166,7 @@ def build_optimizer(
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
     trust_coefficient: float = 0.001,
+    clip: bool = False,
 ) -> torch.optim.Optimizer:
     """``sgd`` | ``lars`` | ``adamw`` over ``params`` (tensors or groups, e.g. from ``param_groups``).
 
@@ -178,7 +188,7 @@ def build_optimizer(
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, **fused)
     if name == "lars":
         return LARS(groups, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                    trust_coefficient=trust_coefficient)
+                    trust_coefficient=trust_coefficient, clip=clip)
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, **fused)
     raise ValueError(f"build_optimizer: unknown optimiser {name!r}; choose one of {', '.join(OPTIMIZERS)}")

@@ -94,8 +94,11 @@ def _corrupted_features(args: argparse.Namespace, backbone: Any, info: Mapping[s
     return cached_features(args.out, tag, compute, key)
 
 
-def _scores(args: argparse.Namespace, backbone: Any, info: Mapping[str, Any], metric: str,
-            corruptions: Sequence[str], severities: Sequence[int]) -> tuple[dict[str, Any], dict[tuple[str, int], float]]:
+def corruption_scores(args: argparse.Namespace, backbone: Any, info: Mapping[str, Any], metric: str,
+                      corruptions: Sequence[str], severities: Sequence[int]
+                      ) -> tuple[dict[str, Any], dict[tuple[str, int], float]]:
+    """The clean linear protocol's result and the score of its classifier on every (corruption, severity) of the
+    test split, for a backbone (anything with `stage_names` and a forward to features) described by `info`."""
     common = dict(root=args.data_root, batch_size=args.batch_size, device=args.device, workers=args.workers,
                   max_images=args.max_images, progress=not args.quiet)
     train, val, test = (split_features(backbone, info, args.dataset, split, args.out, **common)
@@ -119,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"dataset {args.dataset!r} is scored with {metric!r}; the corruption eval needs a "
                          "classification dataset (top1 or class_avg), e.g. imagenet100")
     backbone, info, _ = backbone_from_args(args)
-    clean, scores = _scores(args, backbone, info, metric, args.corruptions, sorted(set(args.severities)))
+    clean, scores = corruption_scores(args, backbone, info, metric, args.corruptions, sorted(set(args.severities)))
     options = {"metric": metric, "penalty": clean["penalty"], "penalties": clean["penalties"], "corruptions": list(args.corruptions),
                "severities": sorted(set(args.severities)), "corruption_seed": args.seed}
     metrics = summarize(clean["test"], scores)

@@ -49,7 +49,8 @@ class AugSelfLoss(nn.Module):
     """AugSelf: one head per omega key predicts the relative parameters of the two views from backbone features.
 
     Regression keys use mse(tanh(prediction), target) as AugSelf does; flip and grayscale (same / different) use
-    binary cross-entropy. Both orders of the pair are used (symmetric), as in the authors' code.
+    binary cross-entropy. Both orders of the pair are used (symmetric) in one pass over the 2N rows
+    [(y1, y2); (y2, y1)], so the heads' BatchNorm sees all of them at once, as in the authors' code.
     """
 
     def __init__(self, feat_dim: int, weights: Mapping[str, float]) -> None:
@@ -61,8 +62,9 @@ class AugSelfLoss(nn.Module):
         """(weighted total, {"augself/<key>": loss}) for features y1, y2 of views described by omega1, omega2."""
         forward, backward = relative_omega(omega1, omega2, self.weights), relative_omega(omega2, omega1, self.weights)
         losses = {}
+        first, second = torch.cat([y1, y2]), torch.cat([y2, y1])
         for key, head in self.heads.items():
-            prediction = torch.cat([head(y1, y2), head(y2, y1)]).float()
+            prediction = head(first, second).float()
             target = torch.cat([forward[key], backward[key]]).float()
             if key in RELATIVE_BINARY_KEYS:
                 losses[key] = F.binary_cross_entropy_with_logits(prediction, target)
@@ -93,7 +95,9 @@ class Method(nn.Module):
         super().__init__()
         self.config = dict(config)
         self.normalize = Normalize(*input_statistics(config["dataset"]))
-        self.backbone = build_backbone(config["backbone"], config["cifar_stem"], image_size=config["image_size"])
+        self.backbone = build_backbone(config["backbone"], config["cifar_stem"], image_size=config["image_size"],
+                                       zero_init_residual=config["zero_init_residual"],
+                                       authors_init=config["backbone_init"] == "authors")
         self.conditioning = self.conditioning_config(config)
         self.omega_keys = self.conditioning.omega_keys if self.conditioning else ()
         specs = self.head_specs()

@@ -121,10 +121,11 @@ class Trainer:
         self.dataset = dataset if dataset is not None else load_pretrain(config["dataset"], config["data_root"])
         self.schedule = training_schedule(config, len(self.dataset))
         self.optimizer = build_optimizer(config["optimizer"], self.method.optimizer_groups(), self.schedule.lr,
-                                         config["weight_decay"], config["momentum"])
+                                         config["weight_decay"], config["momentum"],
+                                         trust_coefficient=config["lars.trust_coefficient"], clip=config["lars.clip"])
         self.scheduler = StepwiseLR(self.optimizer, functools.partial(
             warmup_cosine, total_steps=self.schedule.total_steps, warmup_steps=self.schedule.warmup_steps,
-            base_lr=self.schedule.lr))
+            base_lr=self.schedule.lr, warmup_start=self.schedule.lr * config["warmup_start_factor"]))
         self.sampler = view_sampler(config)
         # One augmentation stream for the whole global batch, the same on every process (each renders its slice):
         # the views do not depend on how many processes share the batch.
