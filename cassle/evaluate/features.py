@@ -27,9 +27,10 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms as T
 from tqdm import tqdm
 
+from cassle.core import observe
 from cassle.core.devices import resolve_device
 from cassle.core.io import atomic_torch_save, dumps_json, read_json, write_json
-from cassle.data import get_dataset
+from cassle.data import describe_dataset, get_dataset
 from cassle.nets import Backbone, Normalize
 
 TENCROP_DATASETS: frozenset[str] = frozenset({"cub200"})
@@ -83,15 +84,18 @@ def split_transform(dataset: str, split: str, image_size: int) -> T.Compose:
 
 def load_split(dataset: str, root: Path | str | None, split: str, transform: Callable[[Any], Any] | None,
                max_images: int | None = None) -> Dataset:
-    """Split `split` of a registered dataset, cut to its first `max_images` items; an empty split raises."""
+    """Split `split` of a registered dataset, cut to its first `max_images` items; an empty split raises. The
+    active observer (cassle.core.observe) hears which split was read."""
     if max_images is not None and max_images <= 0:
         raise ValueError(f"max_images must be a positive number of images or None (all), got {max_images}")
-    data = get_dataset(dataset).load(root, split, transform)
+    spec = get_dataset(dataset)
+    data = spec.load(root, split, transform)
     if max_images is not None and max_images < len(data):
         data = Subset(data, range(max_images))
     if len(data) == 0:
         raise ValueError(f"split {split!r} of dataset {dataset!r} under {root} is empty: check the data root "
                          "(`cassle data check --root ...`)")
+    observe.active().dataset(describe_dataset(data, spec.name, split, spec.resolve_root(root), context="eval"))
     return data
 
 
@@ -113,7 +117,8 @@ def extract_features(
 
     Images are normalised with `normalize` (default ImageNet statistics) before the backbone. 5-D batches
     (B x crops x C x H x W, e.g. TenCrop) give one row per crop, labels repeated. `stage` other than "pooled"
-    (see `backbone.stage_names`) is average-pooled over space (conv maps) or tokens (ViT).
+    (see `backbone.stage_names`) is average-pooled over space (conv maps) or tokens (ViT). The active observer hears
+    the fraction done after each batch (metric `progress/<desc>`, step: images embedded).
     """
     if batch_size <= 0:
         raise ValueError(f"batch size must be a positive number of images, got {batch_size}")
@@ -128,14 +133,17 @@ def extract_features(
                         pin_memory=device.type == "cuda")
     xs: list[Tensor] = []
     ys: list[Tensor] = []
+    done = 0
     with torch.inference_mode():
         for images, targets in tqdm(loader, desc=desc, disable=not progress, file=sys.stderr, dynamic_ncols=True):
             images = images.to(device, non_blocking=True)
+            done += len(images)
             crops = images.shape[1] if images.ndim == 5 else 1
             images = normalize(images.flatten(0, 1) if images.ndim == 5 else images)
             out = backbone(images) if stage == "pooled" else _pool(backbone.forward_stages(images)[stage])
             xs.append(out.float().cpu())
             ys.append(torch.as_tensor(targets).repeat_interleave(crops, dim=0))
+            observe.active().metrics(done, {f"progress/{desc}": done / len(dataset)})
     return {"x": torch.cat(xs), "y": torch.cat(ys)}
 
 

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from cassle.core import observe
 from cassle.core.devices import resolve_device
 from cassle.core.io import file_sha256, write_json
 from cassle.core.provenance import provenance
@@ -238,12 +239,14 @@ def linear_probe(
 def _logistic_path(
     problem: _LogisticProblem, grid: Sequence[float], warm_start: bool, settings: SolverSettings, progress: bool
 ) -> list[LinearModel]:
-    """Fit every penalty of the ascending `grid`, solving from the strongest to the weakest; grid order out."""
+    """Fit every penalty of the ascending `grid`, solving from the strongest to the weakest; grid order out. The
+    active observer hears the fraction of the grid fitted (metric `progress/linear probe`)."""
     models: dict[int, LinearModel] = {}
     previous = None
     for i in tqdm(reversed(range(len(grid))), total=len(grid), desc="linear probe", disable=not progress):
         previous = problem.fit(grid[i], previous if warm_start else None, settings)
         models[i] = previous
+        observe.active().metrics(len(models), {"progress/linear probe": len(models) / len(grid)})
     return [models[i] for i in range(len(grid))]
 
 
