@@ -1,4 +1,5 @@
-"""`cassle mlflow init | log | log-reports | sync | ui-command`: the command line of the MLflow mirror."""
+"""`cassle mlflow init | log | log-reports | sync | ui-command`: the command line of the MLflow mirror; and the
+`--mlflow RESULTS` options with which `cassle pretrain` and `cassle eval` log live."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cassle.apps.tracking.live import LiveRun
 
 _STORE_HELP = ("The store is --tracking-uri, else $MLFLOW_TRACKING_URI, else sqlite:///RESULTS/mlflow.db (a sqlite "
                "store keeps its artifacts in mlartifacts/ next to the database). Files in RESULTS stay the source of "
@@ -133,3 +138,30 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     _action(subparsers, "ui-command", _ui_command, help="print the `mlflow ui` command that opens the store",
             description="Print the exact `mlflow ui --backend-store-uri ...` command for the store (or the address "
             "of a tracking server).")
+
+
+def add_live_options(parser: argparse.ArgumentParser) -> None:
+    """`--mlflow RESULTS` and `--mlflow-system-metrics` of a job that logs live (`cassle pretrain`, `cassle eval`)."""
+    group = parser.add_argument_group("live MLflow run (docs/mlflow.md)")
+    group.add_argument("--mlflow", type=Path, default=None, metavar="RESULTS",
+                       help="log this job live as an MLflow run: it appears when the job starts (RUNNING), its metrics "
+                       "as they come, its end status (FINISHED, FAILED, KILLED); RESULTS is the results root holding "
+                       "--out. Store: $MLFLOW_TRACKING_URI, else sqlite:///RESULTS/mlflow.db; experiment: "
+                       "$MLFLOW_EXPERIMENT_NAME, else cassle. A store that is down only warns")
+    group.add_argument("--mlflow-system-metrics", action="store_true",
+                       help="with --mlflow: also log CPU, memory, disk, network and (where NVML finds one) GPU "
+                       "utilisation and memory as system/... metrics")
+
+
+def live_run(args: argparse.Namespace) -> LiveRun | None:
+    """The live run that `--mlflow` asks for (None without it), for the folder `args.out`. A folder outside the
+    layout of RESULTS raises ValueError here, before the job starts."""
+    if args.mlflow is None:
+        if args.mlflow_system_metrics:
+            raise ValueError("--mlflow-system-metrics needs --mlflow RESULTS (the store to log into)")
+        return None
+    from cassle.apps.tracking.live import LiveRun
+    from cassle.apps.tracking.store import default_experiment, tracking_uri
+
+    return LiveRun(args.out, args.mlflow, tracking_uri(args.mlflow), default_experiment(),
+                   system_metrics=args.mlflow_system_metrics)
