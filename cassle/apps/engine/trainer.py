@@ -148,7 +148,7 @@ class Trainer:
         self.checkpoints = CheckpointManager(self.work, keep=2, config_hash=self.hash)
         self.step = 0
         self.last: dict[str, float] = {}  # the last logged losses: metrics.json's "final", kept across resumes
-        self.started_utc = utc_now()  # when the run (not this attempt) started: kept across resumes
+        self.started_utc: str | None = None  # when training started (its first attempt): kept across resumes
 
     # ----------------------------------------------------------------------------------------------------------
     def rng_states(self) -> list[dict[str, Any]]:
@@ -170,7 +170,7 @@ class Trainer:
         restore_rng(state["rng"][self.ctx.rank], self.generators)
         self.step = state["step"]
         self.last = dict(state.get("last", {}))
-        self.started_utc = state.get("started_utc", self.started_utc)
+        self.started_utc = state.get("started_utc")
 
     def resume(self) -> bool:
         found = self.checkpoints.load_latest(map_location=self.device)
@@ -273,6 +273,7 @@ class Trainer:
     def train(self) -> dict[str, Any]:
         resumed = self.resume()
         start_step = self.step
+        self.started_utc = self.started_utc or utc_now()  # a checkpoint of an older cassle has none
         self.observer.started(self.step, self.config)
         self.observer.dataset(self.dataset_use)
         history = self.open_history(resumed)
