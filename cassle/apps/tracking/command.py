@@ -57,12 +57,24 @@ def ui_command(uri: str) -> str:
     return f"mlflow ui --backend-store-uri {shlex.quote(uri)} --host 127.0.0.1 --port 5000"
 
 
+def ui_address(uri: str, experiment_id: str) -> str:
+    """The UI page of the experiment's runs table, served by `ui_command(uri)` (or by the tracking server `uri`).
+    MLflow 3.17's UI opens an experiment on its GenAI overview unless the address asks for the model-training view
+    (`workflowType=machine_learning`; the browser keeps no such choice from a link)."""
+    from cassle.apps.tracking.store import is_http
+
+    base = uri.rstrip("/") if is_http(uri) else "http://127.0.0.1:5000"
+    return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
 def _init(args: argparse.Namespace) -> int:
     from cassle.apps.tracking.store import init_store
 
     uri, experiment = _store(args)
-    print(f"MLflow store {uri}: experiment {experiment!r} has id {init_store(uri, experiment)}")
+    experiment_id = init_store(uri, experiment)
+    print(f"MLflow store {uri}: experiment {experiment!r} has id {experiment_id}")
     print(f"open it with: {ui_command(uri)}")
+    print(f"then browse:  {ui_address(uri, experiment_id)}")
     return 0
 
 
