@@ -448,3 +448,16 @@ def test_server_down_then_sync_backfills_through_a_real_server(tmp_path, concurr
         assert {item["path"] for item in artifacts} == {"metrics.json", "history.csv"}
     finally:
         stop(server)
+
+
+def test_experiments_are_created_for_model_training(store, experiment):
+    """The UI's experiment kind (tag mlflow.experimentKind): set at creation, added to an older experiment, a user's
+    own choice kept."""
+    client = MlflowClient(tracking_uri=store)
+    init_store(store, f"{experiment}-new")
+    older = client.create_experiment(f"{experiment}-older")
+    chosen = client.create_experiment(f"{experiment}-chosen", tags={"mlflow.experimentKind": "genai_development"})
+    assert init_store(store, f"{experiment}-older") == older and init_store(store, f"{experiment}-chosen") == chosen
+    kinds = [client.get_experiment_by_name(f"{experiment}-{name}").tags.get("mlflow.experimentKind")
+             for name in ("new", "older", "chosen")]
+    assert kinds == ["custom_model_development", "custom_model_development", "genai_development"]

@@ -186,10 +186,10 @@ def read_reports(reports_dir: Path) -> RunContent:
         relative = path.relative_to(reports_dir)
         digest.update(f"{relative.as_posix()}\0{file_sha256(path)}\n".encode())
         artifacts.append((path, relative.parent.as_posix() if relative.parent != Path(".") else None))
-    newest = max(path.stat().st_mtime for path in files)
+    written = [int(path.stat().st_mtime * 1000) for path in files]
     return RunContent(result=f"reports:{reports_dir.resolve().name}", kind="reports", name=reports_dir.resolve().name,
                       digest=digest.hexdigest(), folder=reports_dir, tags={"kind": "reports"}, artifacts=artifacts,
-                      start_ms=int(newest * 1000), end_ms=int(newest * 1000))
+                      start_ms=min(written), end_ms=max(written))
 
 
 def _model_tags(record: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
