@@ -277,7 +277,9 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Flags that work in containers without a GPU, a sandbox or a network beyond 127.0.0.1.
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-TABLE_ROWS = "() => Array.from(document.querySelectorAll('[role=row]')).map(row => row.innerText)"
+# The runs table's rows (ag-grid: each row in several parts, `row-index` its place on screen, `row-id` its run id).
+TABLE_ROWS = ("() => Array.from(document.querySelectorAll('[role=row][row-id]'))"
+              ".map(row => [Number(row.getAttribute('row-index')), row.getAttribute('row-id'), row.innerText])")
 PLOTTED = ("() => Array.from(document.querySelectorAll('.js-plotly-plot')).flatMap(plot => (plot.data || [])"
            ".filter(trace => trace.type === 'scatter')"
            ".map(trace => ({x: Array.from(trace.x), y: Array.from(trace.y)})))")
@@ -296,6 +298,11 @@ def test_the_mlflow_ui_lists_the_runs_with_their_evaluations_and_draws_the_loss(
     pretrain = sorted(path.parent for path in (workdir / "results" / "pretrain").glob("*/metrics.json"))
     with mlflow_server(workdir) as base, sync_api.sync_playwright() as playwright:
         experiment_id, runs = experiment_runs(base)
+        tags = {run["info"]["run_id"]: {tag["key"]: tag["value"] for tag in run["data"]["tags"]} for run in runs}
+        parents = {tag["cassle.result"].split("/")[1]: run_id for run_id, tag in tags.items()
+                   if tag["cassle.result"].startswith("pretrain/")}
+        children = {tag["mlflow.parentRunId"]: run_id for run_id, tag in tags.items() if "mlflow.parentRunId" in tag}
+        assert sorted(parents) == [folder.name for folder in pretrain] and set(children) == set(parents.values())
         browser = playwright.chromium.launch_persistent_context(
             str(tmp_path / "profile"), executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True,
             viewport={"width": 1400, "height": 900})
@@ -307,19 +314,18 @@ def test_the_mlflow_ui_lists_the_runs_with_their_evaluations_and_draws_the_loss(
             assistant = page.get_by_role("button", name="Close")  # the MLflow Assistant's panel, when it opens
             if assistant.count():
                 assistant.first.click()
-            expanders = page.locator("[role=gridcell] button[data-component-id*=runnamecellrenderer]")
-            for index in range(expanders.count()):
-                expanders.nth(index).click()
-            page.get_by_text("linear/synthetic").nth(len(pretrain) - 1).wait_for(timeout=60_000)
+            for parent in parents.values():  # expand each pretraining run (the square left of its name)
+                page.locator(f"[role=row][row-id='{parent}'] button[data-component-id*=runnamecellrenderer]").click()
+                page.locator(f"[role=row][row-id='{children[parent]}']").first.wait_for(timeout=60_000)
             page.screenshot(path=str(tmp_path / "runs-table.png"))
-            names = {folder.name for folder in pretrain} | {"linear/synthetic"}
-            cells = [row.split("\n") for row in page.evaluate(TABLE_ROWS)]
-            order = [next(cell for cell in row if cell in names) for row in cells if names & set(row)]
-            assert sorted(order[0::2]) == [folder.name for folder in pretrain]  # each run, then its evaluation
-            assert order[1::2] == ["linear/synthetic"] * len(pretrain)
+            rows = page.evaluate(TABLE_ROWS)
+            order = [run_id for _, run_id in sorted({(index, run_id) for index, run_id, _ in rows})]
+            for name, parent in parents.items():  # each pretraining run, its evaluation right under it
+                assert order[order.index(parent) + 1] == children[parent], (name, order)
+                texts = "".join(text for _, run_id, text in rows if run_id in (parent, children[parent]))
+                assert name in texts and "linear/synthetic" in texts and "synthetic/train" in texts
 
-            run = next(run for run in runs if run["info"]["run_name"] == pretrain[0].name)
-            page.goto(f"{base}/#/experiments/{experiment_id}/runs/{run['info']['run_id']}/model-metrics"
+            page.goto(f"{base}/#/experiments/{experiment_id}/runs/{parents[pretrain[0].name]}/model-metrics"
                       "?workflowType=machine_learning", wait_until="load")
             page.get_by_placeholder("Search metric charts").fill("loss")
             rows = read_csv_rows(pretrain[0] / "history.csv")

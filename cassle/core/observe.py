@@ -54,8 +54,9 @@ class DatasetUse:
 class Observer(Protocol):
     """What a computation tells whoever watches it. Every method must return quickly and never raise."""
 
-    def started(self, step: int, params: Mapping[str, Any]) -> None:
-        """The computation starts at ``step`` (> 0: resumed from a checkpoint) with these parameters."""
+    def started(self, step: int, params: Mapping[str, Any], since: str | None = None) -> None:
+        """The computation starts at ``step`` (> 0: resumed from a checkpoint) with these parameters; ``since``: when
+        its first attempt started (ISO 8601), None for now."""
 
     def metrics(self, step: int, values: Mapping[str, float]) -> None:
         """Values at ``step``, measured now."""
@@ -70,7 +71,7 @@ class Observer(Protocol):
 class NullObserver:
     """Hears everything, does nothing."""
 
-    def started(self, step: int, params: Mapping[str, Any]) -> None:
+    def started(self, step: int, params: Mapping[str, Any], since: str | None = None) -> None:
         pass
 
     def metrics(self, step: int, values: Mapping[str, float]) -> None:

@@ -13,6 +13,7 @@ Resize(size * 256 / 224) + CenterCrop(size).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 import sys
@@ -30,12 +31,14 @@ from tqdm import tqdm
 from cassle.core import observe
 from cassle.core.devices import resolve_device
 from cassle.core.io import atomic_torch_save, dumps_json, read_json, write_json
+from cassle.core.observe import DatasetUse
 from cassle.data import describe_dataset, get_dataset
 from cassle.nets import Backbone, Normalize
 
 TENCROP_DATASETS: frozenset[str] = frozenset({"cub200"})
 TENCROP_SPLITS: tuple[str, ...] = ("train", "val", "trainval")
 FeatureDict = dict[str, Tensor]
+USE_KEY = "dataset_use"  # the split's description (DatasetUse fields), saved with its cached features
 
 
 class StackCrops:
@@ -83,9 +86,9 @@ def split_transform(dataset: str, split: str, image_size: int) -> T.Compose:
 
 
 def load_split(dataset: str, root: Path | str | None, split: str, transform: Callable[[Any], Any] | None,
-               max_images: int | None = None) -> Dataset:
-    """Split `split` of a registered dataset, cut to its first `max_images` items; an empty split raises. The
-    active observer (cassle.core.observe) hears which split was read."""
+               max_images: int | None = None, report: bool = True) -> Dataset:
+    """Split `split` of a registered dataset, cut to its first `max_images` items; an empty split raises. With
+    `report`, the active observer (cassle.core.observe) hears which split was read (`split_use`)."""
     if max_images is not None and max_images <= 0:
         raise ValueError(f"max_images must be a positive number of images or None (all), got {max_images}")
     spec = get_dataset(dataset)
@@ -95,8 +98,15 @@ def load_split(dataset: str, root: Path | str | None, split: str, transform: Cal
     if len(data) == 0:
         raise ValueError(f"split {split!r} of dataset {dataset!r} under {root} is empty: check the data root "
                          "(`cassle data check --root ...`)")
-    observe.active().dataset(describe_dataset(data, spec.name, split, spec.resolve_root(root), context="eval"))
+    if report:
+        observe.active().dataset(split_use(data, dataset, split, root))
     return data
+
+
+def split_use(data: Dataset, dataset: str, split: str, root: Path | str | None) -> DatasetUse:
+    """The loaded split `data` as an evaluation's run input."""
+    spec = get_dataset(dataset)
+    return describe_dataset(data, spec.name, split, spec.resolve_root(root), context="eval")
 
 
 def _pool(features: Tensor) -> Tensor:
@@ -211,17 +221,26 @@ def split_features(
 
     `transform` defaults to `split_transform` (the linear protocol's); `wrap` turns the transformed split into
     the dataset actually embedded (e.g. all rotations of each image); `tag` names that change in the cache key.
+    The active observer hears the split read, also when the features come from the cache (which keeps its
+    description).
     """
     transform = transform or split_transform(dataset, split, info["image_size"])
     key = feature_key(info, dataset, split, transform, stage=stage, max_images=max_images, tag=tag)
 
     def compute() -> FeatureDict:
-        data = load_split(dataset, root, split, transform, max_images)
-        return extract_features(backbone, wrap(data) if wrap else data, batch_size, device, stage,
-                                normalize=Normalize(info["mean"], info["std"]), workers=workers, progress=progress,
-                                desc=f"features {dataset}/{split}" + (f" ({tag})" if tag else ""))
+        data = load_split(dataset, root, split, transform, max_images, report=False)
+        use = split_use(data, dataset, split, root)
+        desc = f"features {dataset}/{split}" + (f" ({tag})" if tag else "")
+        features = extract_features(backbone, wrap(data) if wrap else data, batch_size, device, stage,
+                                    normalize=Normalize(info["mean"], info["std"]), workers=workers,
+                                    progress=progress, desc=desc)
+        return {**features, USE_KEY: dataclasses.asdict(use)}
 
-    return cached_features(out_dir, split, compute, key)
+    features = cached_features(out_dir, split, compute, key)
+    use = features.pop(USE_KEY, None)  # kept with the features: a rerun that reuses them still names its input
+    if isinstance(use, dict):
+        observe.active().dataset(DatasetUse(**use))
+    return features
 
 
 def feature_options(args: Any, device: torch.device) -> dict[str, Any]:

@@ -274,7 +274,7 @@ class Trainer:
         resumed = self.resume()
         start_step = self.step
         self.started_utc = self.started_utc or utc_now()  # a checkpoint of an older cassle has none
-        self.observer.started(self.step, self.config)
+        self.observer.started(self.step, self.config, since=self.started_utc)
         self.observer.dataset(self.dataset_use)
         history = self.open_history(resumed)
         bar = tqdm(total=self.schedule.total_steps, initial=self.step, desc=f"pretrain {self.config['framework']}-"

@@ -219,7 +219,7 @@ def _clean_tags(tags: Mapping[str, Any]) -> dict[str, str]:
     return {key: _capped(str(value), MAX_TAG_LENGTH) for key, value in tags.items() if value not in (None, "")}
 
 
-def _time_ms(stamp: Any) -> int | None:
+def time_ms(stamp: Any) -> int | None:
     """An ISO 8601 time in ms since the epoch; None when absent or unreadable."""
     try:
         return int(datetime.fromisoformat(stamp).timestamp() * 1000) if isinstance(stamp, str) else None
@@ -230,8 +230,8 @@ def _time_ms(stamp: Any) -> int | None:
 def _times(provenance: Mapping[str, Any]) -> dict[str, int | None]:
     """start_ms and end_ms of a result: ``provenance.started_utc`` (when the computation started; results written
     before cassle recorded it: the end) and ``provenance.time_utc`` (when the result was written)."""
-    end = _time_ms(provenance.get("time_utc"))
-    return {"start_ms": _time_ms(provenance.get("started_utc")) or end, "end_ms": end}
+    end = time_ms(provenance.get("time_utc"))
+    return {"start_ms": time_ms(provenance.get("started_utc")) or end, "end_ms": end}
 
 
 def _datasets(record: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -31,7 +31,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from cassle.apps.tracking.content import LIVE_TAG, RESULT_TAG, RunContent, live_content, mlflow_name, read_result
+from cassle.apps.tracking.content import (
+    LIVE_TAG,
+    RESULT_TAG,
+    RunContent,
+    live_content,
+    mlflow_name,
+    read_result,
+    time_ms,
+)
 from cassle.apps.tracking.runs import (
     create_run,
     dataset_inputs,
@@ -117,8 +125,9 @@ class LiveRun:
         self.thread: threading.Thread | None = None
 
     # ---- the Observer side: called by the computation, never blocks (finished waits a bounded time) ----------------
-    def started(self, step: int, params: Mapping[str, Any]) -> None:
-        self.start_step, self.start_ms = step, now_ms()
+    def started(self, step: int, params: Mapping[str, Any], since: str | None = None) -> None:
+        self.start_step = step
+        self.start_ms = self.origin_ms = time_ms(since) or now_ms()
         if self.content.kind == "pretrain":
             self.content = live_content(self.result_dir, self.results, params)
         self.thread = threading.Thread(target=self._work, name="cassle-mlflow-live", daemon=True)
