@@ -23,6 +23,7 @@ the live run missed, `cassle mlflow sync` adds later.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import threading
 import time
@@ -59,6 +60,16 @@ FLUSH_S = 5.0  # seconds between two store batches
 RETRY_S = 60.0  # after a store failure, seconds before the next try
 MAX_POINTS = 200_000  # metric points kept while the store cannot be reached (history.csv keeps them all)
 FINISH_TIMEOUT_S = {FINISHED: 120.0, "other": 20.0}  # longest wait for the store when the job ends
+LATER = "`cassle mlflow sync` logs the result folder once it is finished"
+
+
+def _lower_priority() -> None:
+    """Lower the calling thread's scheduling priority (Linux: a thread id is a process id to setpriority), so that on
+    a machine whose cores are all busy training, the logging thread waits rather than a training thread."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):  # not Linux, or not allowed
+        pass
 
 
 class SystemSampler:
@@ -110,6 +121,7 @@ class LiveRun:
         self.system_metrics, self.flush_s, self.finish_timeout_s = system_metrics, flush_s, dict(finish_timeout_s)
         self.stream = stream or sys.stderr
         self.run_id: str | None = None
+        self.experiment_id: str | None = None
         self.start_step, self.start_ms = 0, now_ms()
         self.origin_ms = self.start_ms  # when the run started (a resumed one: its first attempt), for system steps
         self.points: deque[tuple[str, float, int, int]] = deque(maxlen=MAX_POINTS)  # key, value, ms, step
@@ -155,10 +167,11 @@ class LiveRun:
         self.thread.join(timeout)
         if self.thread.is_alive():
             self._say(f"MLflow store {self.uri} did not answer within {timeout:g} s at the end of the job; left "
-                      f"{self.content.result} as it was ({self._later()})")
+                      f"{self.content.result} as it was ({LATER})")
 
     # ---- the background thread --------------------------------------------------------------------------------------
     def _work(self) -> None:
+        _lower_priority()
         while True:
             final = self.status  # read before flushing: every point of a finished computation is queued by now
             if final is not None or time.monotonic() >= self.next_try:
@@ -171,7 +184,7 @@ class LiveRun:
     def _attempt(self, final: str | None) -> None:
         try:
             with store_session(self.uri) as client:
-                experiment = experiment_id(client, self.uri, self.experiment)
+                experiment = self.experiment_id = self.experiment_id or experiment_id(client, self.uri, self.experiment)
                 if self.run_id is None:
                     self.run_id = self._open(client, experiment)
                 self._flush(client)
@@ -185,10 +198,7 @@ class LiveRun:
             if not self.warned:
                 self.warned = True
                 self._say(f"MLflow store {self.uri} cannot be written ({first_line(error)}); the job goes on and its "
-                          f"files stay the source of truth ({self._later()})")
-
-    def _later(self) -> str:
-        return "`cassle mlflow sync` logs the result folder once it is finished"
+                          f"files stay the source of truth ({LATER})")
 
     def _say(self, message: str) -> None:
         print(f"cassle: warning: {message}", file=self.stream, flush=True)
