@@ -18,6 +18,9 @@ the live run missed, `cassle mlflow sync` adds later.
 - system metrics (``system_metrics=True``): CPU, memory, disk, network and, where NVML finds a GPU, GPU utilisation
   and memory, sampled at every flush with MLflow's own monitors, logged as ``system/...`` with the seconds since the
   run started as the step.
+
+mlflow itself (seconds to import) is imported by the background thread when it first touches the store, so that it
+never delays the start of training.
 """
 
 from __future__ import annotations
