@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ import torch
 import yaml
 
 from cassle.core.io import read_csv_rows, read_json
+from servers import mlflow_server
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
@@ -38,14 +40,15 @@ pytestmark = [pytest.mark.slurm, pytest.mark.skipif(not slurm_answers(), reason=
                                                     "answer); ../shared/tools/slurm-local/setup.sh starts one")]
 
 
-def workflow_config(max_steps: int = 6, evaluations: bool = True, **launch: dict) -> dict:
-    """A tiny DAG (one MoCo-v2 run on synthetic data, its linear evaluation, the report) sent to Slurm, polled every
-    half second."""
+def workflow_config(max_steps: int = 6, evaluations: bool = True, variants: tuple[str, ...] = ("vanilla",),
+                    **launch: dict) -> dict:
+    """A tiny DAG (MoCo-v2 runs on synthetic data, one per variant, their linear evaluations, the report) sent to
+    Slurm, polled every half second."""
     config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
     config.update(results="results", reports="reports", launcher="slurm", mlflow={"experiment": "cassle-slurm"})
     config["pretrain"]["defaults"].update(max_steps=max_steps, batch_size=16, queue_size=64, checkpoint_every=5,
                                           log_every=1, image_size=16)
-    config["pretrain"]["groups"] = {"main": {"grid": {"framework": ["mocov2"], "variant": ["vanilla"]}}}
+    config["pretrain"]["groups"] = {"main": {"grid": {"framework": ["mocov2"], "variant": list(variants)}}}
     linear = config["evaluations"]["linear"]
     config["evaluations"] = {"linear": {**linear, "options": {**linear["options"], "max_images": 48}}} \
         if evaluations else {}
@@ -132,32 +135,108 @@ def stopped(process: subprocess.Popen[str], stop: Callable[[subprocess.Popen[str
 
 # ------------------------------------------------------------------------------------------------ the happy path
 
+def ms(stamp: str) -> int:
+    return int(datetime.fromisoformat(stamp).timestamp() * 1000)
+
+
+def without_mlflow_variables() -> dict[str, str]:
+    """This environment without MLFLOW_* variables: a job's store is then the default one of its results folder."""
+    return {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")}
+
+
+def slurm_spans(ids: list[str]) -> list[tuple[int, int]]:
+    """(start, end) in Unix seconds of each finished Slurm job."""
+    done = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "Start,End", "-j", ",".join(ids)], capture_output=True,
+                          text=True, check=True, env={**os.environ, "SLURM_TIME_FORMAT": "%s"})
+    return [tuple(map(int, line.split("|"))) for line in done.stdout.splitlines()]
+
+
+def assert_overlapped(spans: list[tuple[int, int]]) -> None:
+    """The jobs ran at the same time, at least for a moment (so they logged into the store concurrently)."""
+    assert len(spans) >= 2 and max(start for start, _ in spans) < min(end for _, end in spans), spans
+
+
+def assert_logged_live_once(client, run, folder: Path, times: bool = True) -> None:
+    """`run` is the live run of the finished pretraining folder: FINISHED, its true start and end, every history.csv
+    point of every metric in the store exactly once, stamped with the time its step was logged (`times`; a resumed
+    job's history.csv holds the time its steps after the checkpoint were redone, the run their first logging)."""
+    provenance = read_json(folder / "metrics.json")["provenance"]
+    assert run.info.status == "FINISHED" and run.data.tags["cassle.live"] == "true", folder
+    assert (run.info.start_time, run.info.end_time) == (ms(provenance["started_utc"]), ms(provenance["time_utc"]))
+    rows = read_csv_rows(folder / "history.csv")
+    for key in ("loss", "lr", "momentum", "samples_per_s", "epoch"):
+        points = client.get_metric_history(run.info.run_id, key)
+        assert sorted((m.step, m.value) for m in points) == [(int(row["step"]), float(row[key])) for row in rows], key
+        stamps = {int(row["step"]): float(row["time"]) * 1000 for row in rows}
+        assert not times or all(abs(m.timestamp - stamps[m.step]) < 2000 for m in points), key  # not mirrored
+
+
 def test_the_workflow_runs_through_sbatch_with_mlflow_and_the_report(tmp_path: Path):
     """Jobs are named after their run and dataset, their thread pools follow cpus_per_task (not the OMP_NUM_THREADS=1
-    that Snakemake gives the launcher), each result is mirrored into MLflow and the report is built."""
-    write_config(tmp_path, workflow_config(pretrain={"cpus_per_task": 2}))
+    that Snakemake gives the launcher), and the report is built. The two pretraining jobs run at once (one CPU each)
+    and log live into the default sqlite store: each run is complete, once, with its true times; each evaluation is a
+    live child run of its pretraining run; `mlflow.system_metrics` reaches the jobs."""
+    config = workflow_config(variants=("vanilla", "cassle"), eval={"cpus_per_task": 2})
+    config["mlflow"]["system_metrics"] = True
+    write_config(tmp_path, config)
     snakemake(tmp_path)
     runs = sorted((tmp_path / "results" / "pretrain").glob("*/metrics.json"))
-    assert len(runs) == 1 and (tmp_path / "reports" / "README.md").is_file()
+    assert len(runs) == 2 and (tmp_path / "reports" / "README.md").is_file()
     for metrics in map(read_json, runs):
-        assert metrics["provenance"]["threads"] == 2 and metrics["provenance"]["slurm_job_id"]
+        assert metrics["provenance"]["threads"] == 1 and metrics["provenance"]["slurm_job_id"]
     ids = job_ids(tmp_path)
     for run in ids:  # states come from squeue while sacct catches up: never UNKNOWN
         history = (tmp_path / "results" / "pretrain" / run / "work" / "launch.log").read_text()
         assert ("PENDING" in history or "RUNNING" in history) and "UNKNOWN" not in history
     names = sacct(list(ids.values()), "JobName")
     assert {names[job] for job in ids.values()} == {f"cassle-pretrain-{run}" for run in ids}
-    evals = [read_json(path) for path in (tmp_path / "results" / "eval" / "linear").glob("*/synthetic/metrics.json")]
-    assert len(evals) == 1 and all(e["provenance"]["threads"] == 1 for e in evals)
-    eval_names = sacct([e["provenance"]["slurm_job_id"] for e in evals], "JobName").values()
+    assert_overlapped(slurm_spans(list(ids.values())))
+    evals = {path.parent.relative_to(tmp_path / "results"): read_json(path)
+             for path in (tmp_path / "results" / "eval" / "linear").glob("*/synthetic/metrics.json")}
+    assert len(evals) == 2 and all(e["provenance"]["threads"] == 2 for e in evals.values())
+    eval_names = sacct([e["provenance"]["slurm_job_id"] for e in evals.values()], "JobName").values()
     assert sorted(eval_names) == sorted(f"cassle-eval-linear-{run}-synthetic" for run in ids)
 
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("cassle-slurm")
-    logged = client.search_runs([experiment.experiment_id])
-    assert len(logged) == 3  # the pretraining run, its evaluation, the report
+    found = client.search_runs([experiment.experiment_id])
+    logged = {run.data.tags["cassle.result"]: run for run in found}
+    assert len(found) == len(logged) == 5  # the two pretraining runs, their evaluations, the report: none twice
+    for run in ids:
+        assert_logged_live_once(client, logged[f"pretrain/{run}"], tmp_path / "results" / "pretrain" / run)
+        assert "system/cpu_utilization_percentage" in logged[f"pretrain/{run}"].data.metrics  # mlflow.system_metrics
+    for folder, record in evals.items():
+        child = logged[str(folder)]
+        assert child.info.status == "FINISHED" and child.data.tags["cassle.live"] == "true"
+        assert child.data.tags["mlflow.parentRunId"] == logged[f"pretrain/{folder.parts[2]}"].info.run_id
+        assert child.info.start_time <= ms(record["provenance"]["started_utc"]) < child.info.end_time
+
+
+def test_cassle_launch_on_slurm_logs_concurrent_jobs_live_into_a_tracking_server(tmp_path: Path):
+    """Two `cassle launch --launcher slurm --mlflow results -- pretrain` jobs, submitted from the folder that holds
+    `results` (relative paths, as the workflow gives them), run at once and log live into a `mlflow server`: the
+    option reaches the jobs, and both runs are complete, once, with their true times."""
+    with mlflow_server(tmp_path / "server.db", tmp_path) as base:
+        env = {**without_mlflow_variables(), "MLFLOW_TRACKING_URI": base, "MLFLOW_EXPERIMENT_NAME": "cassle-server"}
+        names = ["mocov2-cassle-0000aaa1", "mocov2-cassle-0000aaa2"]
+        jobs = [launch_pretrain(Path("results") / "pretrain" / name, "--launcher", "slurm", "--poll-s", "0.5",
+                                "--cpus-per-task", "1", "--mlflow", "results", steps=40, cwd=tmp_path, env=env)
+                for name in names]
+        outputs = [job.communicate(timeout=600)[0] for job in jobs]
+        assert [job.returncode for job in jobs] == [0, 0], outputs
+        folders = [tmp_path / "results" / "pretrain" / name for name in names]
+        assert_overlapped(slurm_spans([read_json(folder / "work" / "job.json")["job_id"] for folder in folders]))
+
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(base)
+        experiment = client.get_experiment_by_name("cassle-server")
+        logged = client.search_runs([experiment.experiment_id])
+        assert sorted(run.data.tags["cassle.result"] for run in logged) == [f"pretrain/{name}" for name in names]
+        for run in logged:
+            assert_logged_live_once(client, run, tmp_path / "results" / run.data.tags["cassle.result"])
 
 
 # ------------------------------------------------------------------------------------------------ stopping Snakemake
@@ -257,13 +336,14 @@ def test_snakemakes_own_slurm_executor_runs_the_same_workflow(tmp_path: Path):
 
 # ------------------------------------------------------------------------------------------------ one job
 
-def launch_pretrain(out: Path, *options: str, steps: int, **env: str) -> subprocess.Popen[str]:
+def launch_pretrain(out: Path, *options: str, steps: int, cwd: Path | None = None, env: dict | None = None,
+                    **variables: str) -> subprocess.Popen[str]:
     command = [*CASSLE, "launch", *options, "--job-dir", str(out / "work"), "--", "pretrain",
                str(REPO / "config" / "pretrain" / "tiny.yaml"), "--set", f"max_steps={steps}", "--set",
                "batch_size=32", "--set", "checkpoint_every=10", "--set", "log_every=1", "--set", "num_workers=0",
                "--set", "image_size=16", "--out", str(out), "--quiet"]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, **env})
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd,
+                            env={**(env or os.environ), **variables})
 
 
 def steps_done(out: Path) -> int:
@@ -299,8 +379,10 @@ def test_preemption_and_requeue_resume_bit_for_bit_and_two_tasks_match_one_proce
     assert reference.wait(timeout=600) == 0, reference.stdout.read()
     expected = torch.load(tmp_path / "reference" / "backbone.pt")
 
-    single = tmp_path / "single"
-    job = launch_pretrain(single, "--launcher", "slurm", "--poll-s", "0.5", "--cpus-per-task", "1", steps=steps)
+    results = tmp_path / "results"
+    single = results / "pretrain" / "mocov2-cassle-0000bbb1"  # logged live: the requeued job resumes its run
+    job = launch_pretrain(single, "--launcher", "slurm", "--poll-s", "0.5", "--cpus-per-task", "1", "--mlflow",
+                          str(results), steps=steps, env=without_mlflow_variables())
     wait_for(lambda: steps_done(single) >= 15, "the single-task job to train")
     job_id = read_json(single / "work" / "job.json")["job_id"]
     subprocess.run(["scancel", "--signal=USR2", job_id], check=True)  # submitit requeues the job itself
@@ -313,6 +395,11 @@ def test_preemption_and_requeue_resume_bit_for_bit_and_two_tasks_match_one_proce
     assert "attempt 3" in log.read_text()
     got = torch.load(single / "backbone.pt")
     assert all(torch.equal(expected[key], got[key]) for key in expected)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("cassle").experiment_id])
+    assert_logged_live_once(client, run, single, times=False)
 
     double = tmp_path / "double"
     job = launch_pretrain(double, "--launcher", "slurm", "--poll-s", "0.5", "--gpus", "2", "--cpus-per-task", "1",

@@ -11,19 +11,18 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
 from cassle.core.io import read_csv_rows
+from servers import mlflow_server
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -112,12 +111,6 @@ def test_bad_workflow_config_fails_before_any_job(tmp_path):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     output = snakemake(tmp_path, "--configfile", "config.yaml", "--cores", "1", check=False)
     assert "evaluations.linear.options" in output and "--max-imagez" in output
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _post(url: str, body: dict) -> dict:
@@ -214,30 +207,10 @@ def test_snakemake_report_is_self_contained(tiny_workflow):
     assert "Tables" in html and "cassle report" in html
 
 
-@contextlib.contextmanager
-def mlflow_server(workdir: Path) -> Iterator[str]:
+def workflow_server(workdir: Path) -> contextlib.AbstractContextManager[str]:
     """A real `mlflow server` on 127.0.0.1 serving the workflow's sqlite store; yields its address."""
-    store = workdir / "results" / "mlflow.db"
-    assert store.is_file()
-    port = _free_port()
-    mlflow = Path(sys.executable).parent / "mlflow"
-    server = subprocess.Popen([str(mlflow), "server", "--backend-store-uri", f"sqlite:///{store}",
-                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2):
-                    break
-            except OSError:
-                assert time.time() < deadline and server.poll() is None, "mlflow server did not start"
-                time.sleep(0.5)
-        yield base
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    assert (workdir / "results" / "mlflow.db").is_file()
+    return mlflow_server(workdir / "results" / "mlflow.db", workdir)
 
 
 def experiment_runs(base: str) -> tuple[str, list[dict]]:
@@ -253,11 +226,12 @@ def experiment_runs(base: str) -> tuple[str, list[dict]]:
 def test_mlflow_server_shows_the_workflow_runs(tiny_workflow):
     """Every job was mirrored into the sqlite store; a real `mlflow server` serves the runs over REST."""
     workdir = tiny_workflow["workdir"]
-    with mlflow_server(workdir) as base:
+    with workflow_server(workdir) as base:
         _, runs = experiment_runs(base)
         tags = [{tag["key"]: tag["value"] for tag in run["data"].get("tags", [])} for run in runs]
         results = sorted(tag.get("cassle.result", "") for tag in tags)
-        pretrain = sorted(f"pretrain/{p.parent.name}" for p in (workdir / "results" / "pretrain").glob("*/metrics.json"))
+        pretrain = sorted(f"pretrain/{path.parent.name}"
+                          for path in (workdir / "results" / "pretrain").glob("*/metrics.json"))
         evals = sorted(str(p.parent.relative_to(workdir / "results"))
                        for p in (workdir / "results" / "eval").glob("*/*/*/metrics.json"))
         assert set(pretrain + evals) <= set(results), results
@@ -296,7 +270,7 @@ def test_the_mlflow_ui_lists_the_runs_with_their_evaluations_and_draws_the_loss(
 
     workdir = tiny_workflow["workdir"]
     pretrain = sorted(path.parent for path in (workdir / "results" / "pretrain").glob("*/metrics.json"))
-    with mlflow_server(workdir) as base, sync_api.sync_playwright() as playwright:
+    with workflow_server(workdir) as base, sync_api.sync_playwright() as playwright:
         experiment_id, runs = experiment_runs(base)
         tags = {run["info"]["run_id"]: {tag["key"]: tag["value"] for tag in run["data"]["tags"]} for run in runs}
         parents = {tag["cassle.result"].split("/")[1]: run_id for run_id, tag in tags.items()
