@@ -96,7 +96,21 @@ def store_session(uri: str) -> Iterator[MlflowClient]:
     if db is not None:  # import the sqlite store's code (seconds) before taking the lock, not while holding it
         import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
     with _exclusive(db), _http_settings(uri):
+        if db is not None and (not db.exists() or db.stat().st_size == 0):
+            _create_sqlite(db)
         yield MlflowClient(tracking_uri=uri)
+
+
+def _create_sqlite(db: Path) -> None:
+    """Create the tables of a new sqlite store in ``<db>.creating``, then move the file into place (under the store's
+    lock). MLflow creates them one migration at a time, for seconds: a job killed meanwhile (a requeue, a cancel) would
+    leave a half-made database on which every later write fails ("table ... already exists")."""
+    from mlflow.tracking import MlflowClient
+
+    creating = db.with_name(f"{db.name}.creating")
+    creating.unlink(missing_ok=True)  # left by a creation that was killed
+    MlflowClient(tracking_uri=f"{_SQLITE}{creating.resolve()}").search_experiments(max_results=1)
+    os.replace(creating, db)
 
 
 def _artifact_location(uri: str) -> str | None:
