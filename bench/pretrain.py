@@ -10,7 +10,8 @@ log_every=1) of MoCo-v2 CASSLE without an observer and with a live run (cassle.a
 store, a batch every second, 5x more often than the default), alternating off/on in the same process. Steps/s come
 from history.csv's wall-clock column (one over the median step after `--live-warmup` rows), CPU seconds per step
 from the process's CPU time over the whole run (the logging thread, the run's creation and completion included:
-robust to a loaded machine, where wall-clock rates swing by 2x between rounds); MLflow is imported
+robust to a loaded machine, where wall-clock rates swing by 2x between rounds), and the logging thread's share of the
+process's CPU time while training ran (its own CPU clock: what logging takes from training at most); MLflow is imported
 and the store created before the first round (a job pays that import once, in the background, at its start; the
 workflow creates the store before its jobs).
 
@@ -107,11 +108,26 @@ def steps_per_s(out: Path, warmup: int) -> float:
     return 1 / statistics.median(later - earlier for earlier, later in zip(times, times[1:]))
 
 
+def timed_live_run(*args, **kwargs):
+    """A LiveRun that records, when training has ended (its last batch logged, before the run is completed from the
+    result folder), its logging thread's CPU seconds (`thread_cpu_s`) and the whole process's (`process_cpu_s`)."""
+    from cassle.apps.tracking.live import LiveRun
+
+    class TimedLiveRun(LiveRun):
+        thread_cpu_s = process_cpu_s = 0.0
+
+        def _close(self, client, experiment, status):
+            self.thread_cpu_s, self.process_cpu_s = time.thread_time(), time.process_time()
+            super()._close(client, experiment, status)
+
+    return TimedLiveRun(*args, **kwargs)
+
+
 def live_logging(args: argparse.Namespace, device: torch.device) -> dict:
-    """Steps/s of Trainer.run without and with a live MLflow run, `args.live_rounds` alternating rounds each."""
+    """Steps/s of Trainer.run without and with a live MLflow run, `args.live_rounds` alternating rounds each; and the
+    share of the process's CPU time that the logging thread took while training ran (robust to a loaded machine)."""
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401  (a job imports it once, in the background)
 
-    from cassle.apps.tracking.live import LiveRun
     from cassle.apps.tracking.store import init_store
 
     config = bench_config("mocov2", "cassle", args, device, max_steps=args.live_steps, log_every=1,
@@ -119,6 +135,7 @@ def live_logging(args: argparse.Namespace, device: torch.device) -> dict:
     dataset = image_dataset(args, batches=4)
     rates: dict[str, list[float]] = {"off": [], "on": []}
     cpu: dict[str, list[float]] = {"off": [], "on": []}  # process CPU seconds per step, the whole run
+    logging_share: list[float] = []  # the logging thread's CPU seconds over the process's, while training ran
     with tempfile.TemporaryDirectory() as work:
         results = Path(work) / "results"
         uri = f"sqlite:///{results}/mlflow.db"
@@ -126,21 +143,27 @@ def live_logging(args: argparse.Namespace, device: torch.device) -> dict:
         for index in range(args.live_rounds):
             for mode in ("off", "on"):
                 out = results / "pretrain" / f"bench-{mode}-{index}"
-                observer = LiveRun(out, results, uri, "bench", flush_s=1.0) if mode == "on" else None
+                observer = timed_live_run(out, results, uri, "bench", flush_s=1.0) if mode == "on" else None
                 start = time.process_time()
                 Trainer(config, out, dataset=dataset, progress=False, observer=observer).run()
                 cpu[mode].append((time.process_time() - start) / args.live_steps)
                 rates[mode].append(steps_per_s(out, args.live_warmup))
+                share = ""
+                if observer is not None:
+                    logging_share.append(observer.thread_cpu_s / (observer.process_cpu_s - start))
+                    share = f", logging thread {100 * logging_share[-1]:.2f}% of the CPU while training"
                 print(f"live logging {mode:<3} round {index + 1}: {rates[mode][-1]:.2f} steps/s, "
-                      f"{cpu[mode][-1]:.3f} CPU s/step", flush=True)
+                      f"{cpu[mode][-1]:.3f} CPU s/step{share}", flush=True)
     ratios = [on / off for on, off in zip(rates["on"], rates["off"])]
     cpu_ratios = [on / off for on, off in zip(cpu["on"], cpu["off"])]
     print(f"live logging on / off: steps/s median {statistics.median(ratios):.3f} (rounds: "
           f"{', '.join(f'{ratio:.3f}' for ratio in ratios)}); CPU per step median {statistics.median(cpu_ratios):.3f} "
-          f"(rounds: {', '.join(f'{ratio:.3f}' for ratio in cpu_ratios)})")
+          f"(rounds: {', '.join(f'{ratio:.3f}' for ratio in cpu_ratios)}); logging thread's share of the CPU while "
+          f"training: median {100 * statistics.median(logging_share):.2f}%")
     return {"steps": args.live_steps, "warmup_rows": args.live_warmup, "flush_s": 1.0, "steps_per_s": rates,
             "ratios": ratios, "median_ratio": statistics.median(ratios), "cpu_s_per_step": cpu,
-            "cpu_ratios": cpu_ratios, "median_cpu_ratio": statistics.median(cpu_ratios)}
+            "cpu_ratios": cpu_ratios, "median_cpu_ratio": statistics.median(cpu_ratios),
+            "logging_thread_cpu_share": logging_share}
 
 
 def main() -> None:
