@@ -409,9 +409,11 @@ def test_preemption_and_requeue_resume_bit_for_bit_and_two_tasks_match_one_proce
     job = launch_pretrain(double, "--launcher", "slurm", "--poll-s", "0.5", "--gpus", "2", "--cpus-per-task", "1",
                           steps=steps)
     wait_for(lambda: steps_done(double) >= 20, "the 2-task job to train")
-    requeue_and_release(read_json(double / "work" / "job.json")["job_id"])
+    double_id = read_json(double / "work" / "job.json")["job_id"]
+    requeue_and_release(double_id)
     output, _ = job.communicate(timeout=600)
     assert job.returncode == 0, output
+    wait_for(lambda: not squeue_states([double_id]), "the requeued 2-task job to end")  # as the single-task one
     metrics = read_json(double / "metrics.json")
     assert metrics["world_size"] == 2 and metrics["resumed"]
     reference_losses = [float(row["loss"]) for row in read_csv_rows(tmp_path / "reference" / "history.csv")]
