@@ -26,7 +26,6 @@ never delays the start of training.
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 import threading
 import time
@@ -64,15 +63,6 @@ RETRY_S = 60.0  # after a store failure, seconds before the next try
 MAX_POINTS = 200_000  # metric points kept while the store cannot be reached (history.csv keeps them all)
 FINISH_TIMEOUT_S = {FINISHED: 120.0, "other": 20.0}  # longest wait for the store when the job ends
 LATER = "`cassle mlflow sync` logs the result folder once it is finished"
-
-
-def _lower_priority() -> None:
-    """Lower the calling thread's scheduling priority (Linux: a thread id is a process id to setpriority), so that on
-    a machine whose cores are all busy training, the logging thread waits rather than a training thread."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-    except (AttributeError, OSError):  # not Linux, or not allowed
-        pass
 
 
 class SystemSampler:
@@ -174,7 +164,8 @@ class LiveRun:
 
     # ---- the background thread --------------------------------------------------------------------------------------
     def _work(self) -> None:
-        _lower_priority()
+        # At the same scheduling priority as training, on purpose: the thread holds the GIL while it logs, and a
+        # lowered priority (nice) lets a busy machine deschedule it mid-batch, GIL held, stalling the training thread.
         while True:
             final = self.status  # read before flushing: every point of a finished computation is queued by now
             if final is not None or time.monotonic() >= self.next_try:
