@@ -1,7 +1,8 @@
 """The Slurm path against a real Slurm (../shared/tools/slurm-local/setup.sh: slurmctld, slurmdbd, sacct, two fake
-GPUs): the workflow through sbatch with MLflow and the report, preemption and requeue resuming bit for bit, every way
-a user stops Snakemake, a killed Snakemake, a failed job, inputs checked before submission, Snakemake's own Slurm
-executor, and a 2-task distributed pretraining job. Skipped where `sinfo` does not answer (a laptop)."""
+GPUs): the workflow through sbatch with MLflow and the report, concurrent jobs logging live into one store (sqlite,
+and a tracking server), preemption and requeue resuming bit for bit and continuing their MLflow run, every way a user
+stops Snakemake, a killed Snakemake, a failed job, inputs checked before submission, Snakemake's own Slurm executor,
+and a 2-task distributed pretraining job. Skipped where `sinfo` does not answer (a laptop)."""
 
 from __future__ import annotations
 
@@ -145,10 +146,21 @@ def without_mlflow_variables() -> dict[str, str]:
 
 
 def slurm_spans(ids: list[str]) -> list[tuple[int, int]]:
-    """(start, end) in Unix seconds of each finished Slurm job."""
-    done = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "Start,End", "-j", ",".join(ids)], capture_output=True,
-                          text=True, check=True, env={**os.environ, "SLURM_TIME_FORMAT": "%s"})
-    return [tuple(map(int, line.split("|"))) for line in done.stdout.splitlines()]
+    """(start, end) in Unix seconds of each finished Slurm job, once sacct has recorded them (it can lag behind the
+    launcher, which reads squeue: `Unknown` meanwhile)."""
+    spans: list[tuple[int, int]] = []
+
+    def recorded() -> bool:
+        done = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "Start,End", "-j", ",".join(ids)],
+                              capture_output=True, text=True, check=True, env={**os.environ, "SLURM_TIME_FORMAT": "%s"})
+        rows = [line.split("|") for line in done.stdout.splitlines()]
+        if len(rows) != len(ids) or not all(field.isdigit() for row in rows for field in row):
+            return False
+        spans[:] = [(int(start), int(end)) for start, end in rows]
+        return True
+
+    wait_for(recorded, "sacct to record the jobs' start and end", timeout=120)
+    return spans
 
 
 def assert_overlapped(spans: list[tuple[int, int]]) -> None:
