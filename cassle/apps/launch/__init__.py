@@ -74,9 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-requeues", type=count, default=10, metavar="N",
                         help="requeues allowed after preemption or timeout before the job fails (default: 10)")
     parser.add_argument("--mlflow", type=Path, default=None, metavar="RESULTS",
-                        help="log a pretrain / eval command live into MLflow (it gets --mlflow RESULTS) and, once the "
-                        "command succeeded, make sure its --out folder is mirrored (RESULTS: the results root); a store "
-                        "that is down only warns (docs/mlflow.md)")
+                        help="log a pretrain / eval command live into MLflow (it gets --mlflow RESULTS) and, once "
+                        "the command succeeded, make sure its --out folder is mirrored (RESULTS: the results root); a "
+                        "store that is down only warns (docs/mlflow.md)")
     parser.add_argument("--mlflow-system-metrics", action="store_true",
                         help="with --mlflow: the command also logs system metrics (CPU, memory, GPU)")
     parser.add_argument("--check-only", action="store_true",
