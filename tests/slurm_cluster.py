@@ -1,7 +1,8 @@
 """Helpers of the tests against a real Slurm (../shared/tools/slurm-local/setup.sh: slurmctld, slurmdbd, sacct, two
-fake GPUs): a tiny workflow config, Snakemake started and stopped as a user would, and what squeue and sacct say.
-The tests are split over two files (tests/test_slurm_workflow.py, tests/test_slurm_jobs.py) so that two test workers
-share them; `SLURM_MARKS` skips them where `sinfo` does not answer (a laptop)."""
+fake GPUs): a tiny workflow config, Snakemake started and stopped as a user would, what squeue and sacct say, and
+what a live MLflow run must hold. The tests are split over two files (tests/test_slurm_workflow.py,
+tests/test_slurm_jobs.py) so that two test workers share them; `SLURM_MARKS` skips them where `sinfo` does not
+answer (a laptop)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 import yaml
 
-from cassle.core.io import read_json
+from cassle.core.io import read_csv_rows, read_json
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
@@ -37,14 +39,15 @@ SLURM_MARKS = [pytest.mark.slurm, pytest.mark.skipif(not slurm_answers(), reason
                                                     "answer); ../shared/tools/slurm-local/setup.sh starts one")]
 
 
-def workflow_config(max_steps: int = 6, evaluations: bool = True, **launch: dict) -> dict:
-    """A tiny DAG (one MoCo-v2 run on synthetic data, its linear evaluation, the report) sent to Slurm, polled every
-    half second."""
+def workflow_config(max_steps: int = 6, evaluations: bool = True, variants: tuple[str, ...] = ("vanilla",),
+                    **launch: dict) -> dict:
+    """A tiny DAG (MoCo-v2 runs on synthetic data, one per variant, their linear evaluations, the report) sent to
+    Slurm, polled every half second."""
     config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
     config.update(results="results", reports="reports", launcher="slurm", mlflow={"experiment": "cassle-slurm"})
     config["pretrain"]["defaults"].update(max_steps=max_steps, batch_size=16, queue_size=64, checkpoint_every=5,
                                           log_every=1, image_size=16)
-    config["pretrain"]["groups"] = {"main": {"grid": {"framework": ["mocov2"], "variant": ["vanilla"]}}}
+    config["pretrain"]["groups"] = {"main": {"grid": {"framework": ["mocov2"], "variant": list(variants)}}}
     linear = config["evaluations"]["linear"]
     config["evaluations"] = {"linear": {**linear, "options": {**linear["options"], "max_images": 48}}} \
         if evaluations else {}
@@ -127,3 +130,50 @@ def stopped(process: subprocess.Popen[str], stop: Callable[[subprocess.Popen[str
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
     return output
+
+
+def ms(stamp: str) -> int:
+    return int(datetime.fromisoformat(stamp).timestamp() * 1000)
+
+
+def without_mlflow_variables() -> dict[str, str]:
+    """This environment without MLFLOW_* variables: a job's store is then the default one of its results folder."""
+    return {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")}
+
+
+def slurm_spans(ids: list[str]) -> list[tuple[int, int]]:
+    """(start, end) in Unix seconds of each finished Slurm job, once sacct has recorded them (it can lag behind the
+    launcher, which reads squeue: `Unknown` meanwhile)."""
+    spans: list[tuple[int, int]] = []
+
+    def recorded() -> bool:
+        done = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "Start,End", "-j", ",".join(ids)],
+                              capture_output=True, text=True, check=True, env={**os.environ, "SLURM_TIME_FORMAT": "%s"})
+        rows = [line.split("|") for line in done.stdout.splitlines()]
+        if len(rows) != len(ids) or not all(field.isdigit() for row in rows for field in row):
+            return False
+        spans[:] = [(int(start), int(end)) for start, end in rows]
+        return True
+
+    wait_for(recorded, "sacct to record the jobs' start and end", timeout=120)
+    return spans
+
+
+def assert_overlapped(spans: list[tuple[int, int]]) -> None:
+    """The jobs ran at the same time, at least for a moment (so they logged into the store concurrently)."""
+    assert len(spans) >= 2 and max(start for start, _ in spans) < min(end for _, end in spans), spans
+
+
+def assert_logged_live_once(client, run, folder: Path, times: bool = True) -> None:
+    """`run` is the live run of the finished pretraining folder: FINISHED, its true start and end, every history.csv
+    point of every metric in the store exactly once, stamped with the time its step was logged (`times`; a resumed
+    job's history.csv holds the time its steps after the checkpoint were redone, the run their first logging)."""
+    provenance = read_json(folder / "metrics.json")["provenance"]
+    assert run.info.status == "FINISHED" and run.data.tags["cassle.live"] == "true", folder
+    assert (run.info.start_time, run.info.end_time) == (ms(provenance["started_utc"]), ms(provenance["time_utc"]))
+    rows = read_csv_rows(folder / "history.csv")
+    for key in ("loss", "lr", "momentum", "samples_per_s", "epoch"):
+        points = client.get_metric_history(run.info.run_id, key)
+        assert sorted((m.step, m.value) for m in points) == [(int(row["step"]), float(row[key])) for row in rows], key
+        stamps = {int(row["step"]): float(row["time"]) * 1000 for row in rows}
+        assert not times or all(abs(m.timestamp - stamps[m.step]) < 2000 for m in points), key  # not mirrored

@@ -165,7 +165,7 @@ def test_submitit_local_job_runs_to_completion(completed_run: Path) -> None:
     assert record["launcher"] == "submitit-local" and record["argv"] == pretrain_argv(completed_run)
     assert job_folders(completed_run) == [record["job_id"]]
     log = job_log(completed_run, record["job_id"])
-    assert "attempt 1:" in log and "attempt 2:" not in log
+    assert "attempt 1 on" in log and "attempt 2 on" not in log
     metrics = read_json(completed_run / "metrics.json")
     assert metrics["steps"] == STEPS and metrics["resumed"] is False
     assert not (completed_run / "work" / "slurm_job_id").exists()  # only Slurm jobs have a Slurm id
@@ -209,7 +209,7 @@ def test_preempted_job_is_requeued_and_resumes_to_the_same_weights(tmp_path: Pat
     assert not errors and code == 0
     job_id = read_record(out / "work").job_id
     log = job_log(out, job_id)
-    assert "requeued (1 of at most 10)" in log and "attempt 2:" in log and "attempt 3:" not in log
+    assert "requeued (1 of at most 10)" in log and "attempt 2 on" in log and "attempt 3 on" not in log
     assert job_folders(out) == [job_id]  # requeued in the same job
     assert read_json(out / "metrics.json")["resumed"] is True
     assert [int(row["step"]) for row in read_csv_rows(out / "history.csv")] == list(range(1, STEPS + 1))

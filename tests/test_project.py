@@ -45,10 +45,17 @@ def test_environment_yml_is_conda_forge_python_311_with_the_same_pins():
     assert "-c constraints.txt" in pip_section and any(line.startswith("-e .") for line in pip_section)
 
 
-def test_ci_runs_make_test_and_nothing_else():
+def test_ci_installs_system_packages_then_runs_make_test_and_nothing_else():
     commands = [line for line in (REPO / ".ci/run").read_text().splitlines() if line and not line.startswith("#")]
     assert commands[-1].endswith("make test")
-    assert all(line.startswith(("set ", "cd ")) for line in commands[:-1])
+    assert commands[-2] == "bash tools/system-packages.sh"
+    slurm = commands.index('if [[ -f "$slurm" ]]; then')  # the real Slurm of tests/test_slurm_*.py, where it exists
+    assert commands[slurm:slurm + 5] == ['if [[ -f "$slurm" ]]; then', '  bash "$slurm"', "else",
+                                         commands[slurm + 3], "fi"] and commands[slurm + 3].lstrip().startswith("echo ")
+    rest = commands[:slurm] + commands[slurm + 5:-2]
+    assert all(line.startswith(("set ", "cd ", "slurm=")) for line in rest), rest
+    script = (REPO / "tools" / "system-packages.sh").read_text()
+    assert "apt-get install -y -qq chromium" in script and "command -v chromium" in script  # once, Debian's
 
 
 @pytest.mark.slow

@@ -1,5 +1,5 @@
-"""The workflow against a real Slurm: through sbatch with MLflow and the report, a failed job, inputs checked before
-submission, Snakemake's own Slurm executor. Skipped where `sinfo` does not answer (a laptop)."""
+"""The workflow against a real Slurm: through sbatch with live MLflow runs and the report, a failed job, inputs
+checked before submission, Snakemake's own Slurm executor. Skipped where `sinfo` does not answer (a laptop)."""
 
 from __future__ import annotations
 
@@ -8,41 +8,53 @@ import subprocess
 from pathlib import Path
 
 from cassle.core.io import read_json
-from slurm_cluster import (SLURM_MARKS, SNAKEMAKE, job_ids, sacct, snakemake, workflow_config,
-                           write_config)
+from slurm_cluster import (SLURM_MARKS, SNAKEMAKE, assert_logged_live_once, assert_overlapped, job_ids, ms, sacct,
+                           slurm_spans, snakemake, workflow_config, write_config)
 
 pytestmark = SLURM_MARKS
 
 
-# ------------------------------------------------------------------------------------------------ the happy path
-
 def test_the_workflow_runs_through_sbatch_with_mlflow_and_the_report(tmp_path: Path):
     """Jobs are named after their run and dataset, their thread pools follow cpus_per_task (not the OMP_NUM_THREADS=1
-    that Snakemake gives the launcher), each result is mirrored into MLflow and the report is built."""
-    write_config(tmp_path, workflow_config(pretrain={"cpus_per_task": 2}))
+    that Snakemake gives the launcher), and the report is built. The two pretraining jobs run at once (one CPU each)
+    and log live into the default sqlite store: each run is complete, once, with its true times; each evaluation is a
+    live child run of its pretraining run; `mlflow.system_metrics` reaches the jobs."""
+    config = workflow_config(variants=("vanilla", "cassle"), eval={"cpus_per_task": 2})
+    config["mlflow"]["system_metrics"] = True
+    write_config(tmp_path, config)
     snakemake(tmp_path)
     runs = sorted((tmp_path / "results" / "pretrain").glob("*/metrics.json"))
-    assert len(runs) == 1 and (tmp_path / "reports" / "README.md").is_file()
+    assert len(runs) == 2 and (tmp_path / "reports" / "README.md").is_file()
     for metrics in map(read_json, runs):
-        assert metrics["provenance"]["threads"] == 2 and metrics["provenance"]["slurm_job_id"]
+        assert metrics["provenance"]["threads"] == 1 and metrics["provenance"]["slurm_job_id"]
     ids = job_ids(tmp_path)
     for run in ids:  # states come from squeue while sacct catches up: never UNKNOWN
         history = (tmp_path / "results" / "pretrain" / run / "work" / "launch.log").read_text()
         assert ("PENDING" in history or "RUNNING" in history) and "UNKNOWN" not in history
     names = sacct(list(ids.values()), "JobName")
     assert {names[job] for job in ids.values()} == {f"cassle-pretrain-{run}" for run in ids}
-    evals = [read_json(path) for path in (tmp_path / "results" / "eval" / "linear").glob("*/synthetic/metrics.json")]
-    assert len(evals) == 1 and all(e["provenance"]["threads"] == 1 for e in evals)
-    eval_names = sacct([e["provenance"]["slurm_job_id"] for e in evals], "JobName").values()
+    assert_overlapped(slurm_spans(list(ids.values())))
+    evals = {path.parent.relative_to(tmp_path / "results"): read_json(path)
+             for path in (tmp_path / "results" / "eval" / "linear").glob("*/synthetic/metrics.json")}
+    assert len(evals) == 2 and all(e["provenance"]["threads"] == 2 for e in evals.values())
+    eval_names = sacct([e["provenance"]["slurm_job_id"] for e in evals.values()], "JobName").values()
     assert sorted(eval_names) == sorted(f"cassle-eval-linear-{run}-synthetic" for run in ids)
 
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("cassle-slurm")
-    logged = client.search_runs([experiment.experiment_id])
-    assert len(logged) == 3  # the pretraining run, its evaluation, the report
-
+    found = client.search_runs([experiment.experiment_id])
+    logged = {run.data.tags["cassle.result"]: run for run in found}
+    assert len(found) == len(logged) == 5  # the two pretraining runs, their evaluations, the report: none twice
+    for run in ids:
+        assert_logged_live_once(client, logged[f"pretrain/{run}"], tmp_path / "results" / "pretrain" / run)
+        assert "system/cpu_utilization_percentage" in logged[f"pretrain/{run}"].data.metrics  # mlflow.system_metrics
+    for folder, record in evals.items():
+        child = logged[str(folder)]
+        assert child.info.status == "FINISHED" and child.data.tags["cassle.live"] == "true"
+        assert child.data.tags["mlflow.parentRunId"] == logged[f"pretrain/{folder.parts[2]}"].info.run_id
+        assert child.info.start_time <= ms(record["provenance"]["started_utc"]) < child.info.end_time
 
 
 # ------------------------------------------------------------------------------------------------ failures

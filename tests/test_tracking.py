@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.parse
 import urllib.request
 from datetime import datetime
@@ -448,3 +449,35 @@ def test_server_down_then_sync_backfills_through_a_real_server(tmp_path, concurr
         assert {item["path"] for item in artifacts} == {"metrics.json", "history.csv"}
     finally:
         stop(server)
+
+
+def test_experiments_are_created_for_model_training(store, experiment):
+    """The UI's experiment kind (tag mlflow.experimentKind): set at creation, added to an older experiment, a user's
+    own choice kept."""
+    client = MlflowClient(tracking_uri=store)
+    init_store(store, f"{experiment}-new")
+    older = client.create_experiment(f"{experiment}-older")
+    chosen = client.create_experiment(f"{experiment}-chosen", tags={"mlflow.experimentKind": "genai_development"})
+    assert init_store(store, f"{experiment}-older") == older and init_store(store, f"{experiment}-chosen") == chosen
+    kinds = [client.get_experiment_by_name(f"{experiment}-{name}").tags.get("mlflow.experimentKind")
+             for name in ("new", "older", "chosen")]
+    assert kinds == ["custom_model_development", "custom_model_development", "genai_development"]
+
+
+def test_a_process_killed_while_creating_the_store_leaves_no_broken_database(tmp_path):
+    """MLflow creates a sqlite store's tables for seconds; a job killed meanwhile (SIGKILL after a requeue's grace time)
+    must leave nothing that later writes fail on: the tables are made aside and moved into place."""
+    db = tmp_path / "results" / "mlflow.db"
+    creating = db.with_name("mlflow.db.creating")
+    code = f"from cassle.apps.tracking.store import init_store; init_store('sqlite:///{db}', 'first')"
+    child = subprocess.Popen([sys.executable, "-c", code])
+    while not creating.exists() and child.poll() is None:
+        time.sleep(0.001)
+    child.kill()
+    child.wait()
+    assert creating.exists() and not db.exists()  # killed half-way through the creation
+    assert init_store(f"sqlite:///{db}", "second") == "1"
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    run = client.create_run("1")
+    client.log_metric(run.info.run_id, "loss", 1.0, step=1)
+    assert not creating.exists() and [m.value for m in client.get_metric_history(run.info.run_id, "loss")] == [1.0]

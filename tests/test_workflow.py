@@ -1,15 +1,16 @@
 """The Snakemake workflow, run for real: the paper grid as a dry run with the README's command, and a tiny DAG on the
 synthetic dataset (interrupted and resumed, rerun as a no-op, grown by a variant, mirrored into MLflow and browsed
-through a real `mlflow server`)."""
+through a real `mlflow server`, by REST and in headless Chromium)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +20,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from cassle.core.io import read_csv_rows
+from servers import mlflow_server
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -130,12 +134,6 @@ def test_bad_workflow_config_fails_before_any_job(tmp_path):
     assert "evaluations.linear.options" in output and "--max-imagez" in output
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _post(url: str, body: dict) -> dict:
     request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=10) as response:
@@ -230,34 +228,31 @@ def test_snakemake_report_is_self_contained(tiny_workflow):
     assert "Tables" in html and "cassle report" in html
 
 
+def workflow_server(workdir: Path) -> contextlib.AbstractContextManager[str]:
+    """A real `mlflow server` on 127.0.0.1 serving the workflow's sqlite store; yields its address."""
+    assert (workdir / "results" / "mlflow.db").is_file()
+    return mlflow_server(workdir / "results" / "mlflow.db", workdir)
+
+
+def experiment_runs(base: str) -> tuple[str, list[dict]]:
+    """The id of the workflow's experiment and its runs, through the server's REST API."""
+    request = urllib.request.Request(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=cassle-test")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        experiment = json.load(response)["experiment"]
+    runs = _post(f"{base}/api/2.0/mlflow/runs/search",
+                 {"experiment_ids": [experiment["experiment_id"]], "max_results": 100})["runs"]
+    return experiment["experiment_id"], runs
+
+
 def test_mlflow_server_shows_the_workflow_runs(tiny_workflow):
     """Every job was mirrored into the sqlite store; a real `mlflow server` serves the runs over REST."""
     workdir = tiny_workflow["workdir"]
-    store = workdir / "results" / "mlflow.db"
-    assert store.is_file()
-    port = _free_port()
-    mlflow = Path(sys.executable).parent / "mlflow"
-    server = subprocess.Popen([str(mlflow), "server", "--backend-store-uri", f"sqlite:///{store}",
-                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2):
-                    break
-            except OSError:
-                assert time.time() < deadline and server.poll() is None, "mlflow server did not start"
-                time.sleep(0.5)
-        request = urllib.request.Request(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=cassle-test")
-        with urllib.request.urlopen(request, timeout=10) as response:
-            experiment = json.load(response)["experiment"]
-        runs = _post(f"{base}/api/2.0/mlflow/runs/search",
-                     {"experiment_ids": [experiment["experiment_id"]], "max_results": 100})["runs"]
+    with workflow_server(workdir) as base:
+        _, runs = experiment_runs(base)
         tags = [{tag["key"]: tag["value"] for tag in run["data"].get("tags", [])} for run in runs]
         results = sorted(tag.get("cassle.result", "") for tag in tags)
-        pretrain = sorted(f"pretrain/{p.parent.name}" for p in (workdir / "results" / "pretrain").glob("*/metrics.json"))
+        pretrain = sorted(f"pretrain/{path.parent.name}"
+                          for path in (workdir / "results" / "pretrain").glob("*/metrics.json"))
         evals = sorted(str(p.parent.relative_to(workdir / "results"))
                        for p in (workdir / "results" / "eval").glob("*/*/*/metrics.json"))
         assert set(pretrain + evals) <= set(results), results
@@ -267,9 +262,77 @@ def test_mlflow_server_shows_the_workflow_runs(tiny_workflow):
             if tag.get("cassle.result", "").startswith("eval/"):
                 run = tag["cassle.result"].split("/")[2]
                 assert tag["mlflow.parentRunId"] == parents[f"pretrain/{run}"]
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+        for run, tag in zip(runs, tags):  # true times: every job took a while, no run ends when it starts
+            info = run["info"]
+            assert info["status"] == "FINISHED", tag
+            assert tag["cassle.result"].startswith("reports:") or int(info["end_time"]) > int(info["start_time"]), tag
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Flags that work in containers without a GPU, a sandbox or a network beyond 127.0.0.1.
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+# The runs table's rows (ag-grid: each row in several parts, `row-index` its place on screen, `row-id` its run id).
+TABLE_ROWS = ("() => Array.from(document.querySelectorAll('[role=row][row-id]'))"
+              ".map(row => [Number(row.getAttribute('row-index')), row.getAttribute('row-id'), row.innerText])")
+PLOTTED = ("() => Array.from(document.querySelectorAll('.js-plotly-plot')).flatMap(plot => (plot.data || [])"
+           ".filter(trace => trace.type === 'scatter')"
+           ".map(trace => ({x: Array.from(trace.x), y: Array.from(trace.y)})))")
+
+
+def test_the_mlflow_ui_lists_the_runs_with_their_evaluations_and_draws_the_loss(tiny_workflow, tmp_path):
+    """Headless Chromium (Debian's, driven by Playwright) opens the experiment as printed by `cassle mlflow init`: the
+    runs table lists every pretraining run with its evaluation nested under it, and a run's loss chart has one point
+    per history.csv row. Screenshots land in the test's tmp folder."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    from cassle.apps.tracking.command import ui_address
+
+    workdir = tiny_workflow["workdir"]
+    pretrain = sorted(path.parent for path in (workdir / "results" / "pretrain").glob("*/metrics.json"))
+    with workflow_server(workdir) as base, sync_api.sync_playwright() as playwright:
+        experiment_id, runs = experiment_runs(base)
+        tags = {run["info"]["run_id"]: {tag["key"]: tag["value"] for tag in run["data"]["tags"]} for run in runs}
+        parents = {tag["cassle.result"].split("/")[1]: run_id for run_id, tag in tags.items()
+                   if tag["cassle.result"].startswith("pretrain/")}
+        children = {tag["mlflow.parentRunId"]: run_id for run_id, tag in tags.items() if "mlflow.parentRunId" in tag}
+        assert sorted(parents) == [folder.name for folder in pretrain] and set(children) == set(parents.values())
+        browser = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True,
+            viewport={"width": 1400, "height": 900})
+        try:
+            page = browser.new_page()
+            page.goto(ui_address(base, experiment_id), wait_until="load")
+            for folder in pretrain:
+                page.get_by_text(folder.name).first.wait_for(timeout=120_000)
+            assistant = page.get_by_role("button", name="Close")  # the MLflow Assistant's panel, when it opens
+            if assistant.count():
+                assistant.first.click()
+            for parent in parents.values():  # expand each pretraining run (the square left of its name)
+                page.locator(f"[role=row][row-id='{parent}'] button[data-component-id*=runnamecellrenderer]").click()
+                page.locator(f"[role=row][row-id='{children[parent]}']").first.wait_for(timeout=60_000)
+            page.screenshot(path=str(tmp_path / "runs-table.png"))
+            rows = page.evaluate(TABLE_ROWS)
+            order = [run_id for _, run_id in sorted({(index, run_id) for index, run_id, _ in rows})]
+            for name, parent in parents.items():  # each pretraining run, its evaluation right under it
+                assert order[order.index(parent) + 1] == children[parent], (name, order)
+                texts = "".join(text for _, run_id, text in rows if run_id in (parent, children[parent]))
+                assert name in texts and "linear/synthetic" in texts and "synthetic/train" in texts
+
+            page.goto(f"{base}/#/experiments/{experiment_id}/runs/{parents[pretrain[0].name]}/model-metrics"
+                      "?workflowType=machine_learning", wait_until="load")
+            page.get_by_placeholder("Search metric charts").fill("loss")
+            rows = read_csv_rows(pretrain[0] / "history.csv")
+            steps, losses = [int(row["step"]) for row in rows], [float(row["loss"]) for row in rows]
+            deadline = time.time() + 120
+            while not any(trace["x"] == steps for trace in page.evaluate(PLOTTED)) and time.time() < deadline:
+                time.sleep(0.5)
+            page.screenshot(path=str(tmp_path / "loss-chart.png"))
+            trace = next(trace for trace in page.evaluate(PLOTTED) if trace["x"] == steps)
+            assert all(math.isclose(a, b, rel_tol=1e-12) for a, b in zip(trace["y"], losses, strict=True))
+        finally:
+            browser.close()
 
 
 def readme_profile_commands() -> list[list[str]]:

@@ -18,6 +18,7 @@ from cassle.apps import launch as launch_command
 from cassle.apps.report import command as report_command
 from cassle.apps.tracking import command as mlflow_command
 from cassle.core.errors import CassleError
+from cassle.core.observe import NullObserver, Terminated, observing, stop_on_sigterm
 from cassle.evaluate import EVAL_TASKS, task_parser
 
 
@@ -42,9 +43,19 @@ def _pretrain(args: argparse.Namespace) -> int:
     from cassle.config import load_config
 
     config = load_config(args.config, args.set)
-    metrics = pretrain(config, args.out, args.work, progress=not args.quiet)
+    live = mlflow_command.live_run(args)
+    with stop_on_sigterm(live.signalled if live else None):
+        metrics = pretrain(config, args.out, args.work, progress=not args.quiet, observer=live)
     print(f"pretrained {config['framework']}-{config['variant']} for {metrics['steps']} steps -> {args.out}")
     return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    """`cassle eval TASK`: the task's `run`, observed by its live MLflow run when --mlflow asks for one."""
+    live = mlflow_command.live_run(args)
+    with stop_on_sigterm(live.signalled if live else None), observing(live or NullObserver()) as observer:
+        observer.started(0, {})
+        return args.task_run(args)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -87,6 +98,7 @@ def build_parser(eval_tasks: Iterable[str] | None = None) -> argparse.ArgumentPa
     pretrain.add_argument("--work", type=Path, default=None, help="resumable checkpoints (default: OUT/work); "
                           "rerunning the same command continues from the newest valid one")
     pretrain.add_argument("--quiet", action="store_true", help="no progress bar")
+    mlflow_command.add_live_options(pretrain)
     pretrain.set_defaults(run=_pretrain)
 
     evaluate = commands.add_parser("eval", help="evaluate a frozen backbone on a downstream task",
@@ -97,6 +109,8 @@ def build_parser(eval_tasks: Iterable[str] | None = None) -> argparse.ArgumentPa
         sub = tasks.add_parser(task, help=summary, description=summary)
         if eval_tasks is None or task in eval_tasks:
             task_parser(task, sub)
+            mlflow_command.add_live_options(sub)
+            sub.set_defaults(task_run=sub.get_default("run"), run=_eval)
 
     report = commands.add_parser("report", help="build the paper's tables and figures from results/",
                                  description="Read results/**/metrics.json and write the paper's tables (Markdown, "
@@ -164,3 +178,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"cassle: error: {error}", file=sys.stderr)
         return 1
+    except Terminated as stop:
+        print(f"cassle: {stop}", file=sys.stderr)
+        return 128 + stop.signum

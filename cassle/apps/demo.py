@@ -16,7 +16,8 @@ from pathlib import Path
 import yaml
 
 from cassle.apps.report.views import draw_views_figure
-from cassle.apps.tracking.command import ui_command
+from cassle.apps.tracking.command import ui_address, ui_command
+from cassle.apps.tracking.store import init_store
 from cassle.core.errors import CassleError
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -60,5 +61,6 @@ def run_demo(workdir: Path, cores: int = 2) -> int:
           f"  Snakemake report      {html}\n"
           f"  views and omega       {views}\n"
           f"  MLflow store          {uri}\n"
-          f"      browse it with    {ui_command(uri)}")
+          f"      serve it with     {ui_command(uri)}\n"
+          f"      and browse        {ui_address(uri, init_store(uri, config['mlflow']['experiment']))}")
     return 0

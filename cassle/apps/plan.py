@@ -266,8 +266,11 @@ def launch_resources(workflow_config: Mapping[str, Any], kind: str, in_job: bool
         args += ["--slurm-extra", option]
     if launcher != "local":
         args += ["--poll-s", str(launch.get("poll_s") or DEFAULT_WORKFLOW_POLL_S)]
-    if (workflow_config.get("mlflow") or {}).get("enabled", True):
+    mlflow = workflow_config.get("mlflow") or {}
+    if mlflow.get("enabled", True):
         args += ["--mlflow", str(workflow_config.get("results", "results"))]
+        if mlflow.get("system_metrics", False) and kind != "report":
+            args.append("--mlflow-system-metrics")
     resources = {"launch": shlex.join(args)}
     if kind == "report":
         return resources

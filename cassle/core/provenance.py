@@ -123,9 +123,16 @@ def device_description() -> str:
     return f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
 
 
-def provenance(config: Mapping[str, Any], seed: int) -> dict[str, Any]:
-    """Everything needed to trace a result back: config hash, seed, git state, versions, device, torch's CPU threads
-    (they change float rounding), host, UTC time, command line, and ``slurm_job_id`` when ``SLURM_JOB_ID`` is set."""
+def utc_now() -> str:
+    """Now in UTC, ISO 8601 to the millisecond: how provenance writes times."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def provenance(config: Mapping[str, Any], seed: int, started_utc: str | None = None) -> dict[str, Any]:
+    """Everything needed to trace a result back: config hash, seed, git state, versions, device, torch's CPU
+    threads (they change float rounding), host,
+    UTC time (``time_utc``: now, when the result is finished; ``started_utc``: when its computation started, if
+    given), command line, and ``slurm_job_id`` when ``SLURM_JOB_ID`` is set."""
     record: dict[str, Any] = {
         "config_hash": config_hash(config),
         "seed": seed,
@@ -135,9 +142,11 @@ def provenance(config: Mapping[str, Any], seed: int) -> dict[str, Any]:
         "device": device_description(),
         "threads": torch.get_num_threads(),
         "hostname": socket.gethostname(),
-        "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "time_utc": utc_now(),
         "command": shlex.join(sys.argv),
     }
+    if started_utc is not None:
+        record["started_utc"] = started_utc
     if os.environ.get("SLURM_JOB_ID"):
         record["slurm_job_id"] = os.environ["SLURM_JOB_ID"]
     return record

@@ -12,8 +12,8 @@ import torch
 
 from cassle.core.devices import resolve_device
 from cassle.core.io import write_json
+from cassle.core.provenance import provenance, utc_now
 from cassle.core.threads import available_cpus
-from cassle.core.provenance import provenance
 from cassle.evaluate.load import load_backbone
 from cassle.nets import Backbone, resnet_names
 
@@ -66,7 +66,10 @@ def set_threads(args: argparse.Namespace) -> None:
 
 
 def backbone_from_args(args: argparse.Namespace) -> tuple[Backbone, dict[str, Any], torch.device]:
-    """load_backbone for the common options; returns (backbone, source info, device)."""
+    """load_backbone for the common options; returns (backbone, source info, device). Notes when the evaluation
+    started (``args.started_utc``, for metrics.json's provenance) unless that is noted already."""
+    if getattr(args, "started_utc", None) is None:
+        args.started_utc = utc_now()
     device = resolve_device(args.device)
     backbone, info = load_backbone(args.source, args.arch, device, args.image_size)
     return backbone, info, device
@@ -75,12 +78,13 @@ def backbone_from_args(args: argparse.Namespace) -> tuple[Backbone, dict[str, An
 def eval_record(args: argparse.Namespace, task: str, metrics: Mapping[str, Any], info: Mapping[str, Any],
                 options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """What OUT/metrics.json holds: task, dataset, metrics, source (path, kind, sha256, arch, image size), options,
-    provenance. The provenance's config hash covers the source's weights, the dataset and the task `options`."""
+    provenance (with the evaluation's start, `args.started_utc`, when known). The provenance's config hash covers the
+    source's weights, the dataset and the task `options`."""
     eval_config = {"task": task, "dataset": args.dataset, "source_sha256": info["sha256"],
                    "image_size": info["image_size"], "max_images": args.max_images, **(options or {})}
     return {"task": task, "dataset": args.dataset, "metrics": dict(metrics),
             "source": {key: info[key] for key in SOURCE_FIELDS}, "options": dict(options or {}),
-            "provenance": provenance(eval_config, args.seed)}
+            "provenance": provenance(eval_config, args.seed, started_utc=getattr(args, "started_utc", None))}
 
 
 def write_eval_metrics(args: argparse.Namespace, task: str, metrics: Mapping[str, Any], info: Mapping[str, Any],

@@ -26,7 +26,8 @@ from torchvision.ops import MultiScaleRoIAlign
 from torchvision.transforms.functional import to_tensor
 from tqdm import tqdm
 
-from cassle.data import get_dataset
+from cassle.core import observe
+from cassle.data import describe_dataset, get_dataset
 from cassle.evaluate.command import add_common_arguments, backbone_from_args, write_eval_metrics
 from cassle.evaluate.voc_ap import evaluate_detections
 from cassle.nets import Backbone, ResNetBackbone
@@ -211,7 +212,8 @@ def train_detector(
     amp: bool = True,
     progress: bool = True,
 ) -> list[float]:
-    """Train the detector's trainable parts for `iterations` SGD steps; returns the total loss of every step.
+    """Train the detector's trainable parts for `iterations` SGD steps; returns the total loss of every step. The
+    active observer (cassle.core.observe) hears the loss and learning rate every LOSS_WINDOW iterations.
 
     `dataset` yields (image tensor in [0, 1], target dict with `boxes` (x1, y1, x2, y2 pixels) and `labels`).
     """
@@ -237,6 +239,7 @@ def train_detector(
         history.append(loss.item())
         if iteration % LOSS_WINDOW == 0:
             bar.set_postfix(loss=f"{history[-1]:.3f}", lr=f"{schedule.get_last_lr()[0]:.2g}")
+            observe.active().metrics(iteration + 1, {"train/loss": history[-1], "train/lr": schedule.get_last_lr()[0]})
     return history
 
 
@@ -270,6 +273,7 @@ def _split(args: argparse.Namespace, split: str) -> tuple[Dataset, list[str]]:
     if len(dataset) == 0:
         raise ValueError(f"dataset '{args.dataset}' split {split!r} under {args.data_root} has no images; check "
                          "its image lists (ImageSets/Main/*.txt for VOC) or --max-images")
+    observe.active().dataset(describe_dataset(dataset, spec.name, split, spec.resolve_root(args.data_root), "eval"))
     return dataset, [str(name) for name in classes]
 
 

@@ -13,6 +13,7 @@ Resize(size * 256 / 224) + CenterCrop(size).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 import sys
@@ -27,14 +28,17 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms as T
 from tqdm import tqdm
 
+from cassle.core import observe
 from cassle.core.devices import resolve_device
 from cassle.core.io import atomic_torch_save, dumps_json, read_json, write_json
-from cassle.data import get_dataset
+from cassle.core.observe import DatasetUse
+from cassle.data import describe_dataset, get_dataset
 from cassle.nets import Backbone, Normalize
 
 TENCROP_DATASETS: frozenset[str] = frozenset({"cub200"})
 TENCROP_SPLITS: tuple[str, ...] = ("train", "val", "trainval")
 FeatureDict = dict[str, Tensor]
+USE_KEY = "dataset_use"  # the split's description (DatasetUse fields), saved with its cached features
 
 
 class StackCrops:
@@ -82,17 +86,27 @@ def split_transform(dataset: str, split: str, image_size: int) -> T.Compose:
 
 
 def load_split(dataset: str, root: Path | str | None, split: str, transform: Callable[[Any], Any] | None,
-               max_images: int | None = None) -> Dataset:
-    """Split `split` of a registered dataset, cut to its first `max_images` items; an empty split raises."""
+               max_images: int | None = None, report: bool = True) -> Dataset:
+    """Split `split` of a registered dataset, cut to its first `max_images` items; an empty split raises. With
+    `report`, the active observer (cassle.core.observe) hears which split was read (`split_use`)."""
     if max_images is not None and max_images <= 0:
         raise ValueError(f"max_images must be a positive number of images or None (all), got {max_images}")
-    data = get_dataset(dataset).load(root, split, transform)
+    spec = get_dataset(dataset)
+    data = spec.load(root, split, transform)
     if max_images is not None and max_images < len(data):
         data = Subset(data, range(max_images))
     if len(data) == 0:
         raise ValueError(f"split {split!r} of dataset {dataset!r} under {root} is empty: check the data root "
                          "(`cassle data check --root ...`)")
+    if report:
+        observe.active().dataset(split_use(data, dataset, split, root))
     return data
+
+
+def split_use(data: Dataset, dataset: str, split: str, root: Path | str | None) -> DatasetUse:
+    """The loaded split `data` as an evaluation's run input."""
+    spec = get_dataset(dataset)
+    return describe_dataset(data, spec.name, split, spec.resolve_root(root), context="eval")
 
 
 def _pool(features: Tensor) -> Tensor:
@@ -113,7 +127,8 @@ def extract_features(
 
     Images are normalised with `normalize` (default ImageNet statistics) before the backbone. 5-D batches
     (B x crops x C x H x W, e.g. TenCrop) give one row per crop, labels repeated. `stage` other than "pooled"
-    (see `backbone.stage_names`) is average-pooled over space (conv maps) or tokens (ViT).
+    (see `backbone.stage_names`) is average-pooled over space (conv maps) or tokens (ViT). The active observer hears
+    the fraction done after each batch (metric `progress/<desc>`, step: images embedded).
     """
     if batch_size <= 0:
         raise ValueError(f"batch size must be a positive number of images, got {batch_size}")
@@ -128,14 +143,17 @@ def extract_features(
                         pin_memory=device.type == "cuda")
     xs: list[Tensor] = []
     ys: list[Tensor] = []
+    done = 0
     with torch.inference_mode():
         for images, targets in tqdm(loader, desc=desc, disable=not progress, file=sys.stderr, dynamic_ncols=True):
             images = images.to(device, non_blocking=True)
+            done += len(images)
             crops = images.shape[1] if images.ndim == 5 else 1
             images = normalize(images.flatten(0, 1) if images.ndim == 5 else images)
             out = backbone(images) if stage == "pooled" else _pool(backbone.forward_stages(images)[stage])
             xs.append(out.float().cpu())
             ys.append(torch.as_tensor(targets).repeat_interleave(crops, dim=0))
+            observe.active().metrics(done, {f"progress/{desc}": done / len(dataset)})
     return {"x": torch.cat(xs), "y": torch.cat(ys)}
 
 
@@ -203,17 +221,26 @@ def split_features(
 
     `transform` defaults to `split_transform` (the linear protocol's); `wrap` turns the transformed split into
     the dataset actually embedded (e.g. all rotations of each image); `tag` names that change in the cache key.
+    The active observer hears the split read, also when the features come from the cache (which keeps its
+    description).
     """
     transform = transform or split_transform(dataset, split, info["image_size"])
     key = feature_key(info, dataset, split, transform, stage=stage, max_images=max_images, tag=tag)
 
     def compute() -> FeatureDict:
-        data = load_split(dataset, root, split, transform, max_images)
-        return extract_features(backbone, wrap(data) if wrap else data, batch_size, device, stage,
-                                normalize=Normalize(info["mean"], info["std"]), workers=workers, progress=progress,
-                                desc=f"features {dataset}/{split}" + (f" ({tag})" if tag else ""))
+        data = load_split(dataset, root, split, transform, max_images, report=False)
+        use = split_use(data, dataset, split, root)
+        desc = f"features {dataset}/{split}" + (f" ({tag})" if tag else "")
+        features = extract_features(backbone, wrap(data) if wrap else data, batch_size, device, stage,
+                                    normalize=Normalize(info["mean"], info["std"]), workers=workers,
+                                    progress=progress, desc=desc)
+        return {**features, USE_KEY: dataclasses.asdict(use)}
 
-    return cached_features(out_dir, split, compute, key)
+    features = cached_features(out_dir, split, compute, key)
+    use = features.pop(USE_KEY, None)  # kept with the features: a rerun that reuses them still names its input
+    if isinstance(use, dict):
+        observe.active().dataset(DatasetUse(**use))
+    return features
 
 
 def feature_options(args: Any, device: torch.device) -> dict[str, Any]:

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from cassle.core import observe
 from cassle.core.devices import resolve_device
 from cassle.core.io import file_sha256, write_json
 from cassle.core.provenance import provenance
@@ -123,7 +124,11 @@ def linear_probe(
         models = _ridge_path(tr["x"], tr["y"], grid)
     else:
         with tqdm(total=len(grid), desc="linear probe", disable=not progress) as bar:
-            models = logistic_path(LogisticProblem(tr["x"], tr["y"]), grid, settings, warm_start, bar.update)
+            def fitted() -> None:  # the progress bar and the active observer (`progress/linear probe`)
+                bar.update(1)
+                observe.active().metrics(bar.n, {"progress/linear probe": bar.n / len(grid)})
+
+            models = logistic_path(LogisticProblem(tr["x"], tr["y"]), grid, settings, warm_start, fitted)
     val_scores = [score(m.predict(va["x"]), va["y"], metric) for m in models]
     best = max(range(len(grid)), key=lambda i: (val_scores[i], -i))  # first maximum = smallest penalty
     if regression:

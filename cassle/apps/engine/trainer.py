@@ -1,13 +1,19 @@
 """The pretraining engine: one loop for every framework x variant, resumable bit for bit.
 
 Outputs in `out`: backbone.pt (a plain torchvision state_dict), checkpoint.pt (the final training state),
-history.csv (per-step loss, lr, throughput) and metrics.json (final figures + provenance). Resumable state lives in
-`work` (default `out/work`), outside the declared outputs: rerunning the same command continues from the newest valid
-checkpoint there, with the data order, the augmentation generator and every RNG restored.
+history.csv (per-step loss, lr, momentum, throughput, wall-clock time) and metrics.json (final figures, the dataset
+read, start time + provenance). Resumable state lives in `work` (default `out/work`), outside the declared outputs:
+rerunning the same command continues from the newest valid checkpoint there, with the data order, the augmentation
+generator and every RNG restored.
+
+Whoever watches a run (the live MLflow mirror, cassle/apps/tracking) is a `cassle.core.observe.Observer` handed to
+the Trainer: rank 0 tells it when training starts (at which step), every history row as it is written, the dataset
+read, and how training ended (FINISHED, FAILED, KILLED). The engine never imports the observer's code.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import random
 import sys
@@ -30,10 +36,11 @@ from cassle.config import experiment_hash
 from cassle.core.devices import resolve_device
 from cassle.core.distributed import DistributedContext, convert_sync_batchnorm, init_from_env, mean_over_ranks
 from cassle.core.io import HistoryWriter, atomic_torch_save, write_json
+from cassle.core.observe import DatasetUse, NullObserver, Observer, observing
 from cassle.core.optim import build_optimizer, scaled_lr
-from cassle.core.provenance import provenance
+from cassle.core.provenance import provenance, utc_now
 from cassle.core.schedules import StepwiseLR, warmup_cosine
-from cassle.data import collate_images, load_pretrain
+from cassle.data import collate_images, describe_dataset, get_dataset, load_pretrain
 from cassle.methods import Method, build_method
 
 
@@ -97,7 +104,7 @@ class Trainer:
     """Builds everything from a resolved config and runs (or resumes) the training loop."""
 
     def __init__(self, config: Mapping[str, Any], out: Path, work: Path | None = None,
-                 dataset: Dataset | None = None, progress: bool = True) -> None:
+                 dataset: Dataset | None = None, progress: bool = True, observer: Observer | None = None) -> None:
         self.config = dict(config)
         self.out, self.work = Path(out), Path(work) if work else Path(out) / "work"
         self.ctx = init_from_env()
@@ -109,6 +116,7 @@ class Trainer:
                              f"{self.ctx.world_size} processes")
         self.hash = experiment_hash(self.config)
         self.progress = progress and self.ctx.rank == 0
+        self.observer: Observer = observer if observer is not None and self.ctx.rank == 0 else NullObserver()
         seed_everything(config["seed"])
         self.method: Method = build_method(config)
         if self.ctx.world_size > 1:
@@ -119,6 +127,7 @@ class Trainer:
         if self.channels_last:
             self.method.to(memory_format=torch.channels_last)
         self.dataset = dataset if dataset is not None else load_pretrain(config["dataset"], config["data_root"])
+        self.dataset_use = self.describe_dataset(given=dataset is not None)
         self.schedule = training_schedule(config, len(self.dataset))
         self.optimizer = build_optimizer(config["optimizer"], self.method.optimizer_groups(), self.schedule.lr,
                                          config["weight_decay"], config["momentum"],
@@ -140,6 +149,7 @@ class Trainer:
         self.checkpoints = CheckpointManager(self.work, keep=2, config_hash=self.hash)
         self.step = 0
         self.last: dict[str, float] = {}  # the last logged losses: metrics.json's "final", kept across resumes
+        self.started_utc: str | None = None  # when training started (its first attempt): kept across resumes
 
     # ----------------------------------------------------------------------------------------------------------
     def rng_states(self) -> list[dict[str, Any]]:
@@ -161,6 +171,7 @@ class Trainer:
         restore_rng(state["rng"][self.ctx.rank], self.generators)
         self.step = state["step"]
         self.last = dict(state.get("last", {}))
+        self.started_utc = state.get("started_utc")
 
     def resume(self) -> bool:
         found = self.checkpoints.load_latest(map_location=self.device)
@@ -178,7 +189,7 @@ class Trainer:
         if self.ctx.rank == 0:
             state = {"model": model_state(self.method), "optimizer": self.optimizer.state_dict(),
                      "scheduler": self.scheduler.state_dict(), "step": self.step, "rng": rng,
-                     "last": self.last}
+                     "last": self.last, "started_utc": self.started_utc}
             self.checkpoints.save(state, self.step)
         if self.ctx.world_size > 1:
             torch.distributed.barrier()
@@ -236,10 +247,36 @@ class Trainer:
         self.step += 1
         return {key: value.detach() for key, value in losses.items()}
 
+    def describe_dataset(self, given: bool) -> DatasetUse:
+        """The pretraining split as a run input; its root as resolved by the registry when this trainer loaded it."""
+        spec = get_dataset(self.config["dataset"])
+        root = self.config["data_root"] if given else spec.resolve_root(self.config["data_root"])
+        return describe_dataset(self.dataset, spec.name, spec.pretrain_split or "train", root, context="train")
+
+    def history_row(self, losses: Mapping[str, torch.Tensor], elapsed: float, samples: int) -> dict[str, Any]:
+        """The history.csv row after a step: also the metrics the observer hears (without step and time)."""
+        # each rank's losses are those of its share of the batch: log the global batch's
+        means = mean_over_ranks(torch.stack(list(losses.values())).float())
+        self.last = dict(zip(losses, means.tolist()))
+        row = {"step": self.step, "time": round(time.time(), 3),
+               "epoch": round(self.step / self.schedule.steps_per_epoch, 4),
+               "lr": self.optimizer.param_groups[0]["lr"], "samples_per_s": samples / elapsed, **self.last}
+        if self.method.momentum_encoder:  # the rate the step just taken used
+            row["momentum"] = self.method.momentum(self.step - 1, self.schedule.total_steps)
+        return row
+
     def run(self) -> dict[str, Any]:
-        """Train to the end (resuming when a checkpoint exists) and write the outputs; returns metrics.json."""
+        """Train to the end (resuming when a checkpoint exists) and write the outputs; returns metrics.json. The
+        observer hears the whole of it, and how it ended."""
+        with observing(self.observer):
+            return self.train()
+
+    def train(self) -> dict[str, Any]:
         resumed = self.resume()
         start_step = self.step
+        self.started_utc = self.started_utc or utc_now()  # a checkpoint of an older cassle has none
+        self.observer.started(self.step, self.config, since=self.started_utc)
+        self.observer.dataset(self.dataset_use)
         history = self.open_history(resumed)
         bar = tqdm(total=self.schedule.total_steps, initial=self.step, desc=f"pretrain {self.config['framework']}-"
                    f"{self.config['variant']}", disable=not self.progress, file=sys.stderr,
@@ -252,15 +289,10 @@ class Trainer:
                 window_samples += self.config["batch_size"]
                 bar.update(1)
                 if self.step % self.config["log_every"] == 0 or self.step == self.schedule.total_steps:
-                    elapsed = time.perf_counter() - window_start
-                    # each rank's losses are those of its share of the batch: log the global batch's
-                    means = mean_over_ranks(torch.stack(list(losses.values())).float())
-                    self.last = dict(zip(losses, means.tolist()))
-                    row = {"step": self.step, "epoch": round(self.step / self.schedule.steps_per_epoch, 4),
-                           "lr": self.optimizer.param_groups[0]["lr"], "samples_per_s": window_samples / elapsed,
-                           **self.last}
+                    row = self.history_row(losses, time.perf_counter() - window_start, window_samples)
                     if history is not None:
                         history.append({key: row.get(key, "") for key in history.fieldnames})
+                    self.observer.metrics(self.step, {k: v for k, v in row.items() if k not in ("step", "time")})
                     bar.set_postfix(loss=f"{self.last['loss']:.4f}", img_s=f"{row['samples_per_s']:.0f}")
                     window_start, window_samples = time.perf_counter(), 0
                 if self.step % self.config["checkpoint_every"] == 0 or self.step == self.schedule.total_steps:
@@ -275,7 +307,8 @@ class Trainer:
     def history_fields(self) -> list[str]:
         keys = ["ssl", "loss"] + [f"augself/{key}" for key in sorted(self.config["augself.weights"])] \
             if self.config["variant"] == "augself" else ["ssl", "loss"]
-        return ["step", "epoch", "lr", "samples_per_s", *keys]
+        momentum = ["momentum"] if self.method.momentum_encoder else []
+        return ["step", "time", "epoch", "lr", *momentum, "samples_per_s", *keys]
 
     def open_history(self, resumed: bool):
         if self.ctx.rank != 0:
@@ -289,9 +322,9 @@ class Trainer:
             "framework": self.config["framework"], "variant": self.config["variant"],
             "steps": self.step, "epochs": self.step / self.schedule.steps_per_epoch, "final": dict(self.last),
             "samples_per_s": steps_run * self.config["batch_size"] / seconds if steps_run and seconds > 0 else None,
-            "resumed": resumed, "world_size": self.ctx.world_size,
-            "experiment_hash": self.hash, "provenance": provenance(self.config, self.config["seed"]),
-            "config": self.config,
+            "resumed": resumed, "world_size": self.ctx.world_size, "datasets": [dataclasses.asdict(self.dataset_use)],
+            "experiment_hash": self.hash, "config": self.config,
+            "provenance": provenance(self.config, self.config["seed"], started_utc=self.started_utc),
         }
         if self.ctx.rank == 0:
             atomic_torch_save(unwrap_model(self.method).export_backbone(), self.out / "backbone.pt")
@@ -302,7 +335,8 @@ class Trainer:
 
 
 def pretrain(config: Mapping[str, Any], out: Path | str, work: Path | str | None = None,
-             progress: bool = True) -> dict[str, Any]:
-    """Pretrain (or resume) the run described by a resolved config; returns what metrics.json holds."""
-    return Trainer(config, Path(out), Path(work) if work else None, progress=progress).run()
+             progress: bool = True, observer: Observer | None = None) -> dict[str, Any]:
+    """Pretrain (or resume) the run described by a resolved config, told to `observer`; returns what metrics.json
+    holds."""
+    return Trainer(config, Path(out), Path(work) if work else None, progress=progress, observer=observer).run()
 

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from cassle.apps.launch.task import CassleTask
 
 LAUNCHERS = ("local", "submitit-local", "slurm")
+LIVE_COMMANDS = ("pretrain", "eval")  # the commands that log their MLflow run live (`--mlflow RESULTS`)
 DEFAULT_POLL_S = {"submitit-local": 1.0, "slurm": 60.0}
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 LAUNCH_LOG = "launch.log"
@@ -73,8 +74,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-requeues", type=count, default=10, metavar="N",
                         help="requeues allowed after preemption or timeout before the job fails (default: 10)")
     parser.add_argument("--mlflow", type=Path, default=None, metavar="RESULTS",
-                        help="once the command succeeded, mirror its --out folder into MLflow (RESULTS: the results "
-                        "root); a store that is down only warns (docs/mlflow.md)")
+                        help="log a pretrain / eval command live into MLflow (it gets --mlflow RESULTS) and, once "
+                        "the command succeeded, make sure its --out folder is mirrored (RESULTS: the results root); a "
+                        "store that is down only warns (docs/mlflow.md)")
+    parser.add_argument("--mlflow-system-metrics", action="store_true",
+                        help="with --mlflow: the command also logs system metrics (CPU, memory, GPU)")
     parser.add_argument("--check-only", action="store_true",
                         help="check the command line (and a pretraining config) as before a submission, run nothing")
     parser.add_argument("--poll-s", type=_bounded(float, 0.1, "a number of seconds >= 0.1"), default=None,
@@ -105,7 +109,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """`cassle launch`: `args.entry(argv)` runs a cassle command in-process, `args.check(argv)` validates one."""
-    argv = _command(args.argv)
+    argv = _live(_command(args.argv), args)
     if args.check_only:
         args.check(argv)
         return 0
@@ -138,6 +142,14 @@ def _run_as_job(argv: list[str], args: argparse.Namespace) -> int:
                  error=True)
             return 128 + signum
         return _wait(handle, poll_s, received, workflow_alive)
+
+
+def _live(argv: list[str], args: argparse.Namespace) -> list[str]:
+    """`argv` with the live MLflow options that `--mlflow` (and `--mlflow-system-metrics`) of `cassle launch` ask for,
+    for a command that logs live and was not given them itself."""
+    if args.mlflow is None or argv[0] not in LIVE_COMMANDS or "--mlflow" in argv:
+        return argv
+    return [*argv, "--mlflow", str(args.mlflow), *(["--mlflow-system-metrics"] if args.mlflow_system_metrics else [])]
 
 
 def _mirror_into_mlflow(argv: list[str], results: Path) -> None:

@@ -1,4 +1,6 @@
-"""`cassle mlflow init | log | log-reports | sync | ui-command`: the command line of the MLflow mirror."""
+"""`cassle mlflow init | log | log-reports | sync | ui-command`: the command line of the MLflow mirror; and the
+`--mlflow RESULTS` options with which `cassle pretrain` and `cassle eval` log live. Nothing imported here imports
+mlflow (seconds): the tracking modules import it where they touch a store."""
 
 from __future__ import annotations
 
@@ -8,6 +10,11 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+
+from cassle.apps.tracking.live import LiveRun
+from cassle.apps.tracking.runs import log_reports, log_result
+from cassle.apps.tracking.store import default_experiment, init_store, is_http, tracking_uri
+from cassle.apps.tracking.sync import sync
 
 _STORE_HELP = ("The store is --tracking-uri, else $MLFLOW_TRACKING_URI, else sqlite:///RESULTS/mlflow.db (a sqlite "
                "store keeps its artifacts in mlartifacts/ next to the database). Files in RESULTS stay the source of "
@@ -25,8 +32,6 @@ def _store_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _store(args: argparse.Namespace) -> tuple[str, str]:
-    from cassle.apps.tracking.store import default_experiment, tracking_uri
-
     return tracking_uri(args.results, args.tracking_uri), args.experiment or default_experiment()
 
 
@@ -45,25 +50,29 @@ def _printing_warnings(action: Callable[[argparse.Namespace], int]) -> Callable[
 
 def ui_command(uri: str) -> str:
     """The shell command that opens the MLflow UI on ``uri`` (a tracking server: its address)."""
-    from cassle.apps.tracking.store import is_http
-
     if is_http(uri):
         return f"# {uri} is a tracking server: open it in a browser"
     return f"mlflow ui --backend-store-uri {shlex.quote(uri)} --host 127.0.0.1 --port 5000"
 
 
-def _init(args: argparse.Namespace) -> int:
-    from cassle.apps.tracking.store import init_store
+def ui_address(uri: str, experiment_id: str) -> str:
+    """The UI page of the experiment's runs table, served by `ui_command(uri)` (or by the tracking server `uri`).
+    MLflow 3.17's UI opens an experiment on its GenAI overview unless the address asks for the model-training view
+    (`workflowType=machine_learning`; the browser keeps no such choice from a link)."""
+    base = uri.rstrip("/") if is_http(uri) else "http://127.0.0.1:5000"
+    return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
+
+def _init(args: argparse.Namespace) -> int:
     uri, experiment = _store(args)
-    print(f"MLflow store {uri}: experiment {experiment!r} has id {init_store(uri, experiment)}")
+    experiment_id = init_store(uri, experiment)
+    print(f"MLflow store {uri}: experiment {experiment!r} has id {experiment_id}")
     print(f"open it with: {ui_command(uri)}")
+    print(f"then browse:  {ui_address(uri, experiment_id)}")
     return 0
 
 
 def _log(args: argparse.Namespace) -> int:
-    from cassle.apps.tracking.runs import log_result
-
     uri, experiment = _store(args)
     run_id = log_result(args.dir, args.results, uri, experiment)
     if run_id is not None:
@@ -72,8 +81,6 @@ def _log(args: argparse.Namespace) -> int:
 
 
 def _log_reports(args: argparse.Namespace) -> int:
-    from cassle.apps.tracking.runs import log_reports
-
     uri, experiment = _store(args)
     run_id = log_reports(args.dir, uri, experiment)
     if run_id is not None:
@@ -82,8 +89,6 @@ def _log_reports(args: argparse.Namespace) -> int:
 
 
 def _sync(args: argparse.Namespace) -> int:
-    from cassle.apps.tracking.sync import sync
-
     uri, experiment = _store(args)
     if not args.results.is_dir():
         raise FileNotFoundError(f"results folder {args.results} does not exist; pass the folder the jobs wrote "
@@ -133,3 +138,27 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     _action(subparsers, "ui-command", _ui_command, help="print the `mlflow ui` command that opens the store",
             description="Print the exact `mlflow ui --backend-store-uri ...` command for the store (or the address "
             "of a tracking server).")
+
+
+def add_live_options(parser: argparse.ArgumentParser) -> None:
+    """`--mlflow RESULTS` and `--mlflow-system-metrics` of a job that logs live (`cassle pretrain`, `cassle eval`)."""
+    group = parser.add_argument_group("live MLflow run (docs/mlflow.md)")
+    group.add_argument("--mlflow", type=Path, default=None, metavar="RESULTS",
+                       help="log this job live as an MLflow run: it appears when the job starts (RUNNING), its metrics "
+                       "as they come, its end status (FINISHED, FAILED, KILLED); RESULTS is the results root holding "
+                       "--out. Store: $MLFLOW_TRACKING_URI, else sqlite:///RESULTS/mlflow.db; experiment: "
+                       "$MLFLOW_EXPERIMENT_NAME, else cassle. A store that is down only warns")
+    group.add_argument("--mlflow-system-metrics", action="store_true",
+                       help="with --mlflow: also log CPU, memory, disk, network and (where NVML finds one) GPU "
+                       "utilisation and memory as system/... metrics")
+
+
+def live_run(args: argparse.Namespace) -> LiveRun | None:
+    """The live run that `--mlflow` asks for (None without it), for the folder `args.out`. A folder outside the
+    layout of RESULTS raises ValueError here, before the job starts."""
+    if args.mlflow is None:
+        if args.mlflow_system_metrics:
+            raise ValueError("--mlflow-system-metrics needs --mlflow RESULTS (the store to log into)")
+        return None
+    return LiveRun(args.out, args.mlflow, tracking_uri(args.mlflow), default_experiment(),
+                   system_metrics=args.mlflow_system_metrics)

@@ -21,6 +21,8 @@ RESULT_TAG = "cassle.result"
 DIGEST_TAG = "cassle.metrics_sha256"
 PARENT_TAG = "cassle.parent"
 PARENT_MISSING_TAG = "cassle.parent_missing"
+LIVE_TAG = "cassle.live"  # the run was created by the job while it ran (cassle.apps.tracking.live)
+TIME_COLUMN = "time"  # history.csv's wall-clock column (Unix seconds): the points' timestamps, not a metric
 
 MAX_PARAM_LENGTH = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH
 MAX_TAG_LENGTH = 8000  # mlflow.utils.validation.MAX_TAG_VAL_LENGTH
@@ -38,7 +40,9 @@ class RunContent:
 
     ``result`` is the run's identity (tag ``cassle.result``): the folder relative to RESULTS, or ``reports:<name>``;
     ``digest`` (tag ``cassle.metrics_sha256``) is the sha256 of its metrics.json (of every file, for reports);
-    ``parent`` is the identity of the pretraining run an evaluation belongs to; ``time_ms`` the result's time.
+    ``parent`` is the identity of the pretraining run an evaluation belongs to; ``start_ms`` and ``end_ms`` when the
+    computation started and when its result was written (ms since the epoch); ``history`` holds (key, value, step,
+    time in ms or None) points; ``datasets`` the splits read (``cassle.core.observe.DatasetUse`` fields).
     """
 
     result: str
@@ -48,21 +52,23 @@ class RunContent:
     folder: Path
     params: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
-    history: list[tuple[str, float, int]] = field(default_factory=list)
+    history: list[tuple[str, float, int, int | None]] = field(default_factory=list)
     tags: dict[str, str] = field(default_factory=dict)
     artifacts: list[tuple[Path, str | None]] = field(default_factory=list)
-    time_ms: int | None = None
+    start_ms: int | None = None
+    end_ms: int | None = None
     parent: str | None = None
+    datasets: list[dict[str, Any]] = field(default_factory=list)
 
 
-def result_identity(result_dir: Path, results: Path) -> PurePosixPath:
+def result_identity(result_dir: Path, results: Path, option: str = "--results") -> PurePosixPath:
     """``result_dir`` relative to ``results``, checked against the layout ``pretrain/<run>`` or
-    ``eval/<task>/<run>/<dataset>``."""
+    ``eval/<task>/<run>/<dataset>``; ``option`` is the command-line option that names ``results``."""
     try:
         relative = PurePosixPath(Path(result_dir).resolve().relative_to(Path(results).resolve()).as_posix())
     except ValueError:
         raise ValueError(f"result folder {str(result_dir)!r} is not inside the results folder {str(results)!r}; "
-                         "pass the results folder it belongs to with --results") from None
+                         f"pass the results folder it belongs to with {option}") from None
     parts = relative.parts
     if not ((len(parts) == 2 and parts[0] == "pretrain") or (len(parts) == 4 and parts[0] == "eval")):
         raise ValueError(f"result folder {str(result_dir)!r} is {str(relative)!r} inside {str(results)!r}; expected "
@@ -100,30 +106,59 @@ def _pretrain_content(folder: Path, result: str, record: dict[str, Any], digest:
     # samples_per_s column of its own.
     summary = {key: value for key, value in record.items() if key not in ("config", "provenance", "final")}
     final = {"final": {**summary, **(record.get("final") or {})}}
-    tags = {"kind": "pretrain", "task": "pretrain", "run": folder.name, "dataset": config.get("dataset"),
-            "experiment_hash": record.get("experiment_hash"), **_model_tags(record, config),
-            **_provenance_tags(provenance, folder)}
+    tags = {**_pretrain_tags(folder.name, config, record), **_provenance_tags(provenance, folder)}
     return RunContent(result=result, kind="pretrain", name=folder.name, digest=digest, folder=folder,
                       params=_params(config), metrics=_metrics(final), history=_history(folder / "history.csv"),
-                      tags=_clean_tags(tags), artifacts=_artifacts(folder), time_ms=_time_ms(provenance))
+                      tags=_clean_tags(tags), artifacts=_artifacts(folder), **_times(provenance),
+                      datasets=_datasets(record))
 
 
-def _eval_content(folder: Path, result: str, record: dict[str, Any], digest: str, task: str, run: str,
-                  dataset: str, parent_dir: Path) -> RunContent:
-    provenance = record.get("provenance") or {}
-    parent = _readable_json(parent_dir / "metrics.json")
+def _pretrain_tags(run: str, config: Mapping[str, Any], record: Mapping[str, Any]) -> dict[str, Any]:
+    return {"kind": "pretrain", "task": "pretrain", "run": run, "dataset": config.get("dataset"),
+            "experiment_hash": record.get("experiment_hash"), **_model_tags(record, config)}
+
+
+def _eval_tags(task: str, run: str, dataset: str, parent: Mapping[str, Any]) -> dict[str, Any]:
+    """kind, task, run, dataset and the model tags of the pretraining run (its metrics.json, else the run name)."""
     named = _RUN_NAME.fullmatch(run)
     if parent:
         model = _model_tags(parent, parent.get("config") or {})
     else:  # no pretraining folder: framework and variant from the run name, when it follows run_name()
         model = named.groupdict() if named else {}
-    tags = {"kind": "eval", "task": record.get("task", task), "run": run, "dataset": record.get("dataset", dataset),
-            "experiment_hash": parent.get("experiment_hash"), **model, **_provenance_tags(provenance, folder)}
-    params = {"task": record.get("task", task), "dataset": record.get("dataset", dataset),
-              **_params(record.get("options") or {}), **_params(record.get("source") or {}, prefix="source.")}
+    return {"kind": "eval", "task": task, "run": run, "dataset": dataset,
+            "experiment_hash": parent.get("experiment_hash"), **model}
+
+
+def _eval_content(folder: Path, result: str, record: dict[str, Any], digest: str, task: str, run: str,
+                  dataset: str, parent_dir: Path) -> RunContent:
+    provenance = record.get("provenance") or {}
+    task, dataset = record.get("task", task), record.get("dataset", dataset)
+    tags = {**_eval_tags(task, run, dataset, _readable_json(parent_dir / "metrics.json")),
+            **_provenance_tags(provenance, folder)}
+    params = {"task": task, "dataset": dataset, **_params(record.get("options") or {}),
+              **_params(record.get("source") or {}, prefix="source.")}
     return RunContent(result=result, kind="eval", name=f"{task}/{dataset}", digest=digest, folder=folder,
                       params=params, metrics=_metrics(record.get("metrics") or {}), tags=_clean_tags(tags),
-                      artifacts=_artifacts(folder), time_ms=_time_ms(provenance), parent=f"pretrain/{run}")
+                      artifacts=_artifacts(folder), **_times(provenance), parent=f"pretrain/{run}",
+                      datasets=_datasets(record))
+
+
+def live_content(result_dir: Path, results: Path, config: Mapping[str, Any] | None = None,
+                 option: str = "--mlflow") -> RunContent:
+    """What a job's run holds from its start, before its folder has a result: its identity, name, tags, params (the
+    pretraining config; task and dataset for an evaluation) and its parent. No digest: the run is incomplete.
+    ``option`` names ``results`` in the error raised for a folder outside its layout."""
+    result_dir = Path(result_dir)
+    relative = result_identity(result_dir, results, option)
+    if relative.parts[0] == "pretrain":
+        config = dict(config or {})
+        tags = _pretrain_tags(result_dir.name, config, {"experiment_hash": None})
+        return RunContent(result=str(relative), kind="pretrain", name=result_dir.name, digest="", folder=result_dir,
+                          params=_params(config), tags=_clean_tags(tags))
+    task, run, dataset = relative.parts[1:]
+    tags = _eval_tags(task, run, dataset, _readable_json(Path(results) / "pretrain" / run / "metrics.json"))
+    return RunContent(result=str(relative), kind="eval", name=f"{task}/{dataset}", digest="", folder=result_dir,
+                      params={"task": task, "dataset": dataset}, tags=_clean_tags(tags), parent=f"pretrain/{run}")
 
 
 def _readable_json(path: Path) -> dict[str, Any]:
@@ -151,10 +186,10 @@ def read_reports(reports_dir: Path) -> RunContent:
         relative = path.relative_to(reports_dir)
         digest.update(f"{relative.as_posix()}\0{file_sha256(path)}\n".encode())
         artifacts.append((path, relative.parent.as_posix() if relative.parent != Path(".") else None))
-    newest = max(path.stat().st_mtime for path in files)
+    written = [int(path.stat().st_mtime * 1000) for path in files]
     return RunContent(result=f"reports:{reports_dir.resolve().name}", kind="reports", name=reports_dir.resolve().name,
                       digest=digest.hexdigest(), folder=reports_dir, tags={"kind": "reports"}, artifacts=artifacts,
-                      time_ms=int(newest * 1000))
+                      start_ms=min(written), end_ms=max(written))
 
 
 def _model_tags(record: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
@@ -184,13 +219,26 @@ def _clean_tags(tags: Mapping[str, Any]) -> dict[str, str]:
     return {key: _capped(str(value), MAX_TAG_LENGTH) for key, value in tags.items() if value not in (None, "")}
 
 
-def _time_ms(provenance: Mapping[str, Any]) -> int | None:
-    """``provenance.time_utc`` (written when the result was finished) in ms since the epoch; None when absent."""
-    stamp = provenance.get("time_utc")
+def time_ms(stamp: Any) -> int | None:
+    """An ISO 8601 time in ms since the epoch; None when absent or unreadable."""
     try:
         return int(datetime.fromisoformat(stamp).timestamp() * 1000) if isinstance(stamp, str) else None
     except ValueError:
         return None
+
+
+def _times(provenance: Mapping[str, Any]) -> dict[str, int | None]:
+    """start_ms and end_ms of a result: ``provenance.started_utc`` (when the computation started; results written
+    before cassle recorded it: the end) and ``provenance.time_utc`` (when the result was written)."""
+    end = time_ms(provenance.get("time_utc"))
+    return {"start_ms": time_ms(provenance.get("started_utc")) or end, "end_ms": end}
+
+
+def _datasets(record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The dataset splits a result lists (``datasets``: name, split, root, size, digest, context)."""
+    found = record.get("datasets")
+    return [dict(item) for item in found if isinstance(item, Mapping) and item.get("name")] \
+        if isinstance(found, list) else []
 
 
 def _flatten(mapping: Mapping[str, Any], separator: str, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -238,25 +286,32 @@ def _metrics(mapping: Mapping[str, Any]) -> dict[str, float]:
     return metrics
 
 
-def _history(path: Path) -> list[tuple[str, float, int]]:
-    """Every numeric cell of history.csv as (column, value, step); empty or non-numeric cells are skipped."""
+def _history(path: Path) -> list[tuple[str, float, int, int | None]]:
+    """Every numeric cell of history.csv as (column, value, step, time in ms of the row's ``time`` column or None);
+    empty or non-numeric cells are skipped."""
     if not path.is_file():
         return []
-    points: dict[tuple[str, int], float] = {}
+    points: dict[tuple[str, int], tuple[float, int | None]] = {}
     for row in read_csv_rows(path):
         try:
             step = int(float(row.get("step") or ""))
         except ValueError:
             continue
+        stamp = _number_cell(row.get(TIME_COLUMN))
         for column, cell in row.items():
-            if column == "step" or column is None:
+            if column in ("step", TIME_COLUMN) or column is None:
                 continue
-            try:
-                value = float(cell)
-            except (TypeError, ValueError):
-                continue
-            points[(mlflow_name(column), step)] = value
-    return [(key, value, step) for (key, step), value in points.items()]
+            value = _number_cell(cell)
+            if value is not None:
+                points[(mlflow_name(column), step)] = (value, None if stamp is None else int(stamp * 1000))
+    return [(key, value, step, stamp) for (key, step), (value, stamp) in points.items()]
+
+
+def _number_cell(cell: str | None) -> float | None:
+    try:
+        return float(cell)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
 
 
 def _artifacts(folder: Path) -> list[tuple[Path, str | None]]:

@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 
 DEFAULT_EXPERIMENT = "cassle"
 ARTIFACTS_FOLDER = "mlartifacts"
+# MLflow 3's UI opens an experiment on its GenAI overview (traces) unless this tag calls it a model-training one; then
+# it opens on the runs table. The values are those of the UI's own "experiment kind" switch.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
 # Set while talking to a tracking server: an unreachable server must fail in seconds, not after MLflow's default
 # 7 retries with backoff (minutes); and no "View run at" line on the job's stdout for every run.
 HTTP_SETTINGS = {
@@ -92,7 +96,21 @@ def store_session(uri: str) -> Iterator[MlflowClient]:
     if db is not None:  # import the sqlite store's code (seconds) before taking the lock, not while holding it
         import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
     with _exclusive(db), _http_settings(uri):
+        if db is not None and (not db.exists() or db.stat().st_size == 0):
+            _create_sqlite(db)
         yield MlflowClient(tracking_uri=uri)
+
+
+def _create_sqlite(db: Path) -> None:
+    """Create the tables of a new sqlite store in ``<db>.creating``, then move the file into place (under the store's
+    lock). MLflow creates them one migration at a time, for seconds: a job killed meanwhile (a requeue, a cancel) would
+    leave a half-made database on which every later write fails ("table ... already exists")."""
+    from mlflow.tracking import MlflowClient
+
+    creating = db.with_name(f"{db.name}.creating")
+    creating.unlink(missing_ok=True)  # left by a creation that was killed
+    MlflowClient(tracking_uri=f"{_SQLITE}{creating.resolve()}").search_experiments(max_results=1)
+    os.replace(creating, db)
 
 
 def _artifact_location(uri: str) -> str | None:
@@ -103,13 +121,15 @@ def _artifact_location(uri: str) -> str | None:
 
 
 def experiment_id(client: MlflowClient, uri: str, name: str) -> str:
-    """Id of the experiment ``name``, created when missing (a concurrent creation is tolerated)."""
+    """Id of the experiment ``name``, created when missing (a concurrent creation is tolerated) as a model-training
+    experiment (EXPERIMENT_KIND_TAG; an existing experiment without the tag gets it)."""
     from mlflow.exceptions import MlflowException
 
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         try:
-            return client.create_experiment(name, artifact_location=_artifact_location(uri))
+            return client.create_experiment(name, artifact_location=_artifact_location(uri),
+                                            tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING})
         except MlflowException as error:
             if error.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
@@ -118,6 +138,8 @@ def experiment_id(client: MlflowClient, uri: str, name: str) -> str:
         raise CassleError(f"MLflow experiment {name!r} (id {experiment.experiment_id}) is deleted in {uri}; restore it "
                           f"(`mlflow experiments restore --experiment-id {experiment.experiment_id}` with "
                           "MLFLOW_TRACKING_URI set) or choose another name with --experiment")
+    if EXPERIMENT_KIND_TAG not in experiment.tags:  # created by an older cassle, or by hand: a user's choice stays
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
     return experiment.experiment_id
 
 
