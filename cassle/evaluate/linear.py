@@ -124,9 +124,12 @@ def linear_probe(
         models = _ridge_path(tr["x"], tr["y"], grid)
     else:
         with tqdm(total=len(grid), desc="linear probe", disable=not progress) as bar:
+            done = iter(range(1, len(grid) + 1))
+
             def fitted() -> None:  # the progress bar and the active observer (`progress/linear probe`)
+                count = next(done)
                 bar.update(1)
-                observe.active().metrics(bar.n, {"progress/linear probe": bar.n / len(grid)})
+                observe.active().metrics(count, {"progress/linear probe": count / len(grid)})
 
             models = logistic_path(LogisticProblem(tr["x"], tr["y"]), grid, settings, warm_start, fitted)
     val_scores = [score(m.predict(va["x"]), va["y"], metric) for m in models]

@@ -50,12 +50,12 @@ def build_report(results: Path | str, out: Path | str, *, paper: bool = False, f
                  figures: bool = True) -> dict[str, list[Path]]:
     """Write out/tables/<table>_<setup>.{md,tex,csv,rst}, out/figures/<fig>_<setup>.{png,pdf,rst} (unless
     `figures` is False) and out/README.md from the results folder; returns the files of every table and figure by
-    stem (+ "README"). The tables/ and figures/ folders exist afterwards even when the results fill no table (no
-    evaluation finished, or none configured)."""
+    stem (+ "README"). The tables/ folder (and figures/, when drawn) exist afterwards even when the results fill no
+    table (no evaluation finished, or none configured)."""
     formats = check_formats(formats)
     found = collect(results)
     out = Path(out)
-    for folder in ("tables", "figures"):
+    for folder in ("tables", "figures") if figures else ("tables",):
         (out / folder).mkdir(parents=True, exist_ok=True)
     setups = split_setups(found)
     files: dict[str, list[Path]] = {}
