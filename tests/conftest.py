@@ -15,15 +15,6 @@ REPO = Path(__file__).resolve().parents[1]
 CIFAR_TARBALL = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
 
-SLOW_FIRST = ("test_slurm_jobs.py", "test_slurm_workflow.py", "test_workflow.py")
-"""Files whose tests run longest (real Slurm jobs, real Snakemake workflows): started first, so that with
-`--dist loadfile` the two workers share them instead of one worker finishing them alone at the end."""
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    items.sort(key=lambda item: item.path.name not in SLOW_FIRST)  # stable: the order within files is kept
-
-
 @pytest.fixture(autouse=True)
 def _share_the_cores():
     """Tests run on 2-core machines, often in 2 xdist workers: split the cores between workers, no oversubscription."""
