@@ -77,3 +77,11 @@ def test_eval_parser_is_built_only_for_the_command_given():
             "print(any(m.startswith('cassle.evaluate.') for m in sys.modules), 'torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.split() == ["False", "False"], result.stderr
+
+
+def test_the_demo_finds_the_checkouts_workflow():
+    """`cassle demo` runs the Snakefile of the checkout it is installed from (a moved module once looked one folder
+    too low)."""
+    from cassle.apps.demo import _repository
+
+    assert _repository() == Path(__file__).resolve().parents[1]

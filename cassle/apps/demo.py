@@ -20,7 +20,7 @@ from cassle.apps.tracking.command import ui_address, ui_command
 from cassle.apps.tracking.store import init_store
 from cassle.core.errors import CassleError
 
-REPOSITORY = Path(__file__).resolve().parents[1]
+REPOSITORY = Path(__file__).resolve().parents[2]  # cassle/apps/demo.py -> the checkout
 
 
 def _repository() -> Path:
