@@ -3,6 +3,10 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# One test worker more than the CPUs: the real-Slurm and real-Snakemake tests spend most of their time waiting on
+# other processes, which a third worker overlaps with CPU-bound tests. Each file runs in one worker (loadfile), the
+# files of long tests first (tests/conftest.py), in that order (--no-loadscope-reorder).
+TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 
 .PHONY: help venv demo test bench lock clean
 
@@ -16,7 +20,7 @@ demo: venv  ## run the whole workflow on the embedded synthetic dataset (no down
 	$(PY) -m cassle demo
 
 test: venv  ## run the test suite
-	$(PY) -m pytest -n auto --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 bench: venv  ## run the CPU benchmarks (figures go to bench/results/)
 	$(PY) bench/augment.py && $(PY) bench/loading.py && $(PY) bench/pretrain.py && $(PY) bench/linear.py \

@@ -15,6 +15,21 @@ REPO = Path(__file__).resolve().parents[1]
 CIFAR_TARBALL = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
 
+LONG_MARKS = ("slurm", "slow")
+"""Files holding a test with one of these marks run first, those with the first mark before those with the second:
+real Slurm jobs and real Snakemake workflows take minutes per file, mostly waiting on other processes. `make test`
+keeps that order (`--dist loadfile --no-loadscope-reorder`), so the workers share the long files instead of one
+worker finishing them alone at the end."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank: dict[Path, int] = {}
+    for item in items:
+        marks = [index for index, mark in enumerate(LONG_MARKS) if item.get_closest_marker(mark)]
+        rank[item.path] = min([rank.get(item.path, len(LONG_MARKS)), *marks])
+    items.sort(key=lambda item: rank[item.path])  # stable: the order within and among files of one rank is kept
+
+
 @pytest.fixture(autouse=True)
 def _share_the_cores():
     """Tests run on 2-core machines, often in 2 xdist workers: split the cores between workers, no oversubscription."""

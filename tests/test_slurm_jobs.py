@@ -1,75 +1,22 @@
-"""Slurm jobs as users stop, kill, preempt and requeue them: every way of stopping Snakemake, SIGKILL then rerun,
-concurrent `cassle launch` jobs logging live into a tracking server, USR2 preemption and `scontrol requeue` resuming
-bit for bit in the same MLflow run, a 2-task distributed job. Skipped where `sinfo` does not answer (a laptop)."""
+"""Slurm jobs as users preempt and requeue them: concurrent `cassle launch` jobs logging live into a tracking server,
+USR2 preemption and `scontrol requeue` resuming bit for bit in the same MLflow run, a 2-task distributed job (every
+way of stopping Snakemake: tests/test_slurm_stopping.py). Skipped where `sinfo` does not answer (a laptop)."""
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import torch
 
 from cassle.core.io import read_csv_rows, read_json
 from servers import mlflow_server
-from slurm_cluster import (CASSLE, REPO, SLURM_MARKS, assert_logged_live_once, assert_overlapped, job_ids,
-                           launchers_of, running, sacct, slurm_spans, snakemake, squeue_states, start, stopped,
-                           wait_for, without_mlflow_variables, workflow_config, write_config)
+from slurm_cluster import (CASSLE, REPO, SLURM_MARKS, assert_logged_live_once, assert_overlapped, slurm_spans,
+                           squeue_states, wait_for, without_mlflow_variables)
 
 pytestmark = SLURM_MARKS
 
-
-# ------------------------------------------------------------------------------------------------ stopping Snakemake
-
-def test_every_way_of_stopping_snakemake_cancels_its_slurm_jobs_and_a_rerun_finishes(tmp_path: Path):
-    """One workflow, stopped five times while its Slurm job runs. SIGINT to Snakemake's pid alone, SIGINT to its
-    process group (Ctrl-C), SIGTERM and a double Ctrl-C: each cancels the jobs and exits without a traceback. SIGKILL
-    (a lost login session): the jobs go on, no launcher is left waiting, and the rerun (after `--unlock`)
-    re-attaches to them instead of submitting twice. Every restart resumes the runs from their checkpoints; the last
-    one finishes."""
-    write_config(tmp_path, workflow_config(max_steps=600, evaluations=False))
-    stops = {
-        "SIGINT to the pid": lambda p: os.kill(p.pid, signal.SIGINT),
-        "SIGINT to the group": lambda p: os.killpg(p.pid, signal.SIGINT),
-        "SIGTERM to the pid": lambda p: os.kill(p.pid, signal.SIGTERM),
-        "double Ctrl-C": lambda p: (os.killpg(p.pid, signal.SIGINT), time.sleep(0.3), os.killpg(p.pid, signal.SIGINT)),
-    }
-    for how, stop in stops.items():
-        process = start(tmp_path)
-        wait_for(lambda: running(tmp_path), f"a running job before the {how}")
-        ids = list(job_ids(tmp_path).values())
-        output = stopped(process, stop)
-        assert process.returncode != 0 and "Traceback" not in output, f"{how}:\n{output[-4000:]}"
-        assert "cancelled job" in output, how
-        wait_for(lambda: not squeue_states(ids), f"the jobs to end after the {how}", timeout=60)
-        assert all(state.startswith("CANCELLED") for state in sacct(ids, "State").values()), how
-        assert not launchers_of(tmp_path), how
-
-    process = start(tmp_path)
-    wait_for(lambda: running(tmp_path), "a running job before SIGKILL")
-    ids = job_ids(tmp_path)
-    stopped(process, lambda p: os.kill(p.pid, signal.SIGKILL))
-    wait_for(lambda: not launchers_of(tmp_path), "the launchers of a killed Snakemake to leave", timeout=60)
-    assert set(squeue_states(list(ids.values())).values()) == {"RUNNING"}  # the jobs go on
-    subprocess.run(["scontrol", "suspend", ",".join(ids.values())], check=True)  # still there when the rerun looks
-    snakemake(tmp_path, "--unlock")
-    rerun = start(tmp_path)
-    history = {run: tmp_path / "results" / "pretrain" / run / "work" / "launch.log" for run in ids}
-    wait_for(lambda: all(f"re-attaching to job {job}" in history[run].read_text() for run, job in ids.items()),
-             "the rerun to re-attach to the jobs of the killed Snakemake")
-    subprocess.run(["scontrol", "resume", ",".join(ids.values())], check=True)
-    output, _ = rerun.communicate(timeout=600)
-    assert rerun.returncode == 0, output[-4000:]
-    assert job_ids(tmp_path) == ids  # no second job was submitted into a run's folder
-    for run in ids:
-        log = history[run].read_text()
-        assert log.count("submitted job") == 5 and log.count("cancelled job") == 4  # every attempt, kept
-        assert read_json(tmp_path / "results" / "pretrain" / run / "metrics.json")["steps"] == 600
-
-
-# ------------------------------------------------------------------------------------------------ one job
 
 def launch_pretrain(out: Path, *options: str, steps: int, cwd: Path | None = None, env: dict | None = None,
                     **variables: str) -> subprocess.Popen[str]:
