@@ -18,8 +18,8 @@ CIFAR_TARBALL = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 LONG_MARKS = ("slurm", "slow")
 """Files holding a test with one of these marks run first, those with the first mark before those with the second:
 real Slurm jobs and real Snakemake workflows take minutes per file, mostly waiting on other processes. `make test`
-keeps that order (`--dist loadfile --no-loadscope-reorder`), so the workers share the long files instead of one
-worker finishing them alone at the end."""
+keeps that order (`--dist loadfile --no-loadscope-reorder`), so the other workers share the long files while one runs
+the Slurm files (SLURM_FILES), instead of one worker finishing the long files alone at the end."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -28,6 +28,27 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         marks = [index for index, mark in enumerate(LONG_MARKS) if item.get_closest_marker(mark)]
         rank[item.path] = min([rank.get(item.path, len(LONG_MARKS)), *marks])
     items.sort(key=lambda item: rank[item.path])  # stable: the order within and among files of one rank is kept
+
+
+SLURM_FILES = "test_slurm_"
+"""Test files named test_slurm_*.py submit jobs to the one real Slurm node (2 CPUs, 2 GPUs). Two of them at once would
+queue each other's jobs, and the tests that check that two jobs ran at the same time would fail: under
+`--dist loadfile` they form one work unit, which one worker runs file after file."""
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """`--dist loadfile` with the Slurm files as one unit (SLURM_FILES); other modes are xdist's own."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class OneSlurmNode(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            return f"tests/{SLURM_FILES}*.py" if Path(scope).name.startswith(SLURM_FILES) else scope
+
+    return OneSlurmNode(config, log)
 
 
 @pytest.fixture(autouse=True)

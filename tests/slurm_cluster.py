@@ -1,8 +1,8 @@
 """Helpers of the tests against a real Slurm (../shared/tools/slurm-local/setup.sh: slurmctld, slurmdbd, sacct, two
 fake GPUs): a tiny workflow config, Snakemake started and stopped as a user would, what squeue and sacct say, and
-what a live MLflow run must hold. The tests are split over three files (tests/test_slurm_workflow.py,
-tests/test_slurm_jobs.py, tests/test_slurm_stopping.py) so that test workers share them; `SLURM_MARKS` skips them
-where `sinfo` does not answer (a laptop)."""
+what a live MLflow run must hold. The tests are in three files (tests/test_slurm_workflow.py,
+tests/test_slurm_jobs.py, tests/test_slurm_stopping.py), which one test worker runs one after another (they share the
+one Slurm node: tests/conftest.py); `SLURM_MARKS` skips them where `sinfo` does not answer (a laptop)."""
 
 from __future__ import annotations
 
