@@ -71,9 +71,10 @@ def sklearn_minimum(x, y, penalty: float) -> float:
     return objective(x, y, reference.coef_, reference.intercept_, penalty)
 
 
-def assert_same_minimum(x, y, model, penalty: float, rtol: float = 1e-7, minimum: float | None = None) -> None:
+def assert_same_minimum(x, y, model, penalty: float, rtol: float = 1e-6, minimum: float | None = None) -> None:
     """Our fit reaches scikit-learn's minimum (`minimum`, computed when None): our objective is not above it by
-    more than `rtol` (the minimiser is unique; compared by value, no rounding of predictions involved)."""
+    more than `rtol` (the minimiser is unique; compared by value, no rounding of predictions involved). The solver
+    stops at an estimated gap of `SolverSettings.tolerance` = 1e-7 of the objective: rtol leaves a 10x margin."""
     minimum = sklearn_minimum(x, y, penalty) if minimum is None else minimum
     ours = objective(x, y, model.weight.double().numpy(), model.bias.double().numpy(), penalty)
     assert ours <= minimum * (1 + rtol), (penalty, ours, minimum)
@@ -98,7 +99,7 @@ def test_fits_reach_sklearns_minimum_in_every_regime(regime) -> None:
     for dtype in (torch.float32, torch.float64):
         problem = LogisticProblem(torch.as_tensor(x, dtype=dtype), torch.as_tensor(y))
         for penalty, model, minimum in zip(penalties, logistic_path(problem, penalties, SolverSettings()), minima):
-            assert_same_minimum(x, y, model, penalty, 1e-7 if dtype == torch.float64 else 1e-6, minimum)
+            assert_same_minimum(x, y, model, penalty, minimum=minimum)
     cold = problem.model(problem.fit(penalties[0], [], SolverSettings())[0])
     assert_same_minimum(x, y, cold, penalties[0], minimum=minima[0])
 
@@ -176,7 +177,7 @@ def test_warm_and_cold_sweeps_reach_the_same_minima(many_classes) -> None:
     cold = logistic_path(problem, GRID, SolverSettings(), warm_start=False)
     for penalty, a, b in zip(GRID, warm, cold):
         f_warm, f_cold = (objective(train["x"], train["y"], m.weight, m.bias, penalty) for m in (a, b))
-        assert f_warm == pytest.approx(f_cold, rel=1e-7)
+        assert f_warm == pytest.approx(f_cold, rel=1e-6)  # each within ~1e-7 of the minimum
 
 
 def test_path_returns_models_in_the_order_of_the_penalties(many_classes) -> None:

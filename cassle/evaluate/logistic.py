@@ -44,7 +44,7 @@ __all__ = ["LinearModel", "LogisticProblem", "SolverSettings", "logistic_path"]
 class SolverSettings:
     """Newton-CG settings. `tolerance`: stop when the Newton decrement is below tolerance x the objective."""
 
-    tolerance: float = 1e-9
+    tolerance: float = 1e-7
     max_iter: int = 100
     max_cg: int = 250
     hessian_rows: int | None = None
