@@ -16,7 +16,7 @@ help:  ## list the targets
 venv:  ## create or refresh .venv from constraints.txt (cached outside the clone); install the `slurm` profile
 	@bash tools/venv.sh $(VENV) && bash tools/snakemake_profile.sh $(VENV)
 
-demo: venv  ## run the whole workflow on the embedded synthetic dataset (no download; about 6 min on 2 cores)
+demo: venv  ## run the whole workflow on the embedded synthetic dataset (no download; about 10 min on 2 cores)
 	$(PY) -m cassle demo
 
 test: venv  ## run the test suite
