@@ -10,10 +10,12 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from cassle.evaluate.linear import PENALTIES, LinearModel, linear_probe
+from cassle.evaluate.linear import PENALTIES, LinearModel, SolverSettings, linear_probe
 
 GRID = PENALTIES[::4]
 HOST_COPIES = {"cpu", "numpy", "tolist"}
+
+RTOL = 10 * SolverSettings().tolerance  # each sweep stops within about the tolerance of the minimum
 
 
 def relu_splits(seed: int = 0) -> list[dict[str, torch.Tensor]]:
@@ -91,8 +93,8 @@ def test_cuda_sweep_reaches_the_cpu_minima() -> None:
     assert result["device"].startswith("cuda") and result["final"].weight.device.type == "cuda"
     for penalty, model, reference in zip(result["penalties"], result["models"], on_cpu["models"]):
         minimum = objective(train["x"], train["y"], reference, penalty)
-        assert objective(train["x"], train["y"], model, penalty) <= minimum * (1 + 1e-6), penalty
+        assert objective(train["x"], train["y"], model, penalty) <= minimum * (1 + RTOL), penalty
     if result["penalty"] == on_cpu["penalty"]:
         trainval = {k: torch.cat([train[k], val[k]]) for k in ("x", "y")}
         minimum = objective(trainval["x"], trainval["y"], on_cpu["final"], on_cpu["penalty"])
-        assert objective(trainval["x"], trainval["y"], result["final"], result["penalty"]) <= minimum * (1 + 1e-6)
+        assert objective(trainval["x"], trainval["y"], result["final"], result["penalty"]) <= minimum * (1 + RTOL)
