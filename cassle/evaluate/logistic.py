@@ -46,8 +46,8 @@ __all__ = ["LinearModel", "LogisticProblem", "SolverSettings", "logistic_path"]
 @dataclass(frozen=True)
 class SolverSettings:
     """Newton-CG settings. `tolerance`: stop after a step whose Newton decrement is below tolerance x the objective
-    (1e-6 leaves fits within ~2e-6 of the minimum, relative; scikit-learn's lbfgs at its default tol stops 1.4e-5 or
-    more above it: bench/RESULTS.md). `forcing`: each step's CG stops at a residual of forcing x |gradient|."""
+    (1e-6 leaves fits within ~2e-6 of the minimum, relative; scikit-learn's lbfgs at its default tol stopped above
+    them at every penalty of bench/RESULTS.md). `forcing`: each step's CG stops at a residual of forcing x |gradient|."""
 
     tolerance: float = 1e-6
     forcing: float = 0.5
