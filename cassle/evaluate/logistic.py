@@ -17,8 +17,9 @@ Exact reparametrisations make it cheap (the minimiser is the same problem's, map
 Solver: Newton's method with a backtracking (Armijo) line search; each step solves H s = -g by preconditioned
 conjugate gradients with Hessian-vector products (two N x r x C products each, no Hessian is formed), to a relative
 residual of `forcing` = 0.5 (inexact Newton: each step removes about 1 - forcing^2 of the gap to the minimum; on
-the paper's shapes a loose solve per step costs fewer products in all than tightening it towards the end). The preconditioner is the Hessian's diagonal in a basis where
-it is close to diagonal: the features' basis (Z's columns are orthogonal) times the eigenbasis E of the average
+the benchmark's shapes of the paper's datasets a loose solve per step costs fewer products in all than tightening it
+towards the end: bench/RESULTS.md). The preconditioner is the Hessian's diagonal in a basis where it is close to
+diagonal: the features' basis (Z's columns are orthogonal) times the eigenbasis E of the average
 softmax covariance S = mean_i (diag(p_i) - p_i p_i^T), i.e. diag_kj = sum_i (e_k^T S_i e_k) z_ij^2 (exact when all
 p_i are equal, as at strong penalties). The objective and gradient are computed in float64 (the CE of a sample is
 taken relative to its target logit, so that confident samples keep their tiny loss and gradient); the
@@ -47,7 +48,8 @@ __all__ = ["LinearModel", "LogisticProblem", "SolverSettings", "logistic_path"]
 class SolverSettings:
     """Newton-CG settings. `tolerance`: stop after a step whose Newton decrement is below tolerance x the objective
     (1e-6 leaves fits within ~2e-6 of the minimum, relative; scikit-learn's lbfgs at its default tol stopped above
-    them at every penalty of bench/RESULTS.md). `forcing`: each step's CG stops at a residual of forcing x |gradient|."""
+    them at every penalty of bench/RESULTS.md). `forcing`: each step's CG stops at a residual of forcing x
+    |gradient|."""
 
     tolerance: float = 1e-6
     forcing: float = 0.5
