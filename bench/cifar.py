@@ -39,7 +39,7 @@ from cassle.data import get_dataset
 from cassle.evaluate.features import eval_transform, extract_features
 from cassle.evaluate.linear import linear_probe
 from cassle.evaluate.load import load_backbone
-from cassle.methods import METHODS, VARIANTS, get_method
+from cassle.methods import FRAMEWORKS, VARIANTS
 from cassle.nets import Normalize, build_backbone, input_statistics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,7 +78,7 @@ def learned(config: dict[str, Any], ssl: float, chance: float | None) -> bool:
 def bench_config(raw: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """A recipe of config/cifar10.yaml cut down to the CPU run."""
     recipe = resolve(raw)
-    heads = get_method(recipe["framework"]).heads
+    heads = FRAMEWORKS[recipe["framework"]].heads
     sizes = {}
     if heads is not None:
         sizes["projector.hidden_dim"] = (recipe["projector.hidden_dim"] or heads.projector.hidden_dim) // HEAD_SCALE
@@ -174,7 +174,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--queue-size", type=int, default=4096)
-    parser.add_argument("--frameworks", nargs="+", default=None, choices=list(METHODS))
+    parser.add_argument("--frameworks", nargs="+", default=None, choices=list(FRAMEWORKS))
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--probe-train", type=int, default=3000)
     parser.add_argument("--probe-val", type=int, default=1000)

@@ -36,7 +36,7 @@ from cassle.apps.engine.trainer import Trainer
 from cassle.config import resolve
 from cassle.core.io import read_csv_rows
 from cassle.core.provenance import device_description, git_sha
-from cassle.methods import METHODS, VARIANTS
+from cassle.methods import FRAMEWORKS, VARIANTS
 from cassle.nets import build_backbone
 
 
@@ -174,7 +174,7 @@ def main() -> None:
     parser.add_argument("--source-size", type=int, default=None, help="source image size (default: view size)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--full-heads", action="store_true", help="the paper's projector sizes (Table 5)")
-    parser.add_argument("--frameworks", nargs="*", default=list(METHODS), choices=list(METHODS),
+    parser.add_argument("--frameworks", nargs="*", default=list(FRAMEWORKS), choices=list(FRAMEWORKS),
                         help="frameworks of the throughput table (none: skip it)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--warmup", type=int, default=3)

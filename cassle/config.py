@@ -20,10 +20,10 @@ from typing import Any
 import yaml
 
 from cassle.augment import OMEGA_KEYS
+from cassle.core.identity import config_hash
 from cassle.core.optim import OPTIMIZERS
-from cassle.core.provenance import config_hash
 from cassle.data import get_dataset, list_datasets
-from cassle.methods import METHODS, VARIANTS, framework_defaults, get_method
+from cassle.methods import FRAMEWORKS, VARIANTS, framework_defaults
 from cassle.nets import BACKBONES, INJECTIONS, ConditioningError
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -116,7 +116,7 @@ def augself_weights(value: Any) -> str | None:
 
 
 FIELDS: dict[str, Field] = {
-    "framework": Field(str, None, "SSL framework", choice(METHODS)),
+    "framework": Field(str, None, "SSL framework", choice(FRAMEWORKS)),
     "variant": Field(str, "vanilla", "vanilla, augself (auxiliary omega prediction) or cassle (conditioned "
                      "projector)", choice(VARIANTS)),
     "backbone": Field(str, None, "feature extractor", choice(BACKBONES)),
@@ -291,7 +291,7 @@ def resolve(raw: Mapping[str, Any]) -> dict[str, Any]:
     """Validate a flat mapping and fill every default: the result has every key of FIELDS."""
     config = {key: check_value(key, value) for key, value in flatten(raw).items()}
     if config.get("framework") is None:
-        raise ConfigError(f"config key 'framework' is required; one of {', '.join(METHODS)}")
+        raise ConfigError(f"config key 'framework' is required; one of {', '.join(FRAMEWORKS)}")
     defaults = framework_defaults(config["framework"])
     defaults.setdefault("image_size", get_dataset(config.get("dataset", FIELDS["dataset"].default)).image_size)
     for key, field in FIELDS.items():
@@ -330,9 +330,9 @@ def check_combinations(config: Mapping[str, Any]) -> None:
 
 def check_conditioning(config: Mapping[str, Any]) -> None:
     """The CASSLE variant's conditioning keys, with each other and with the framework: the rules of
-    cassle.nets.ConditioningConfig and of the framework (Method.conditioning_config), named by config key."""
+    cassle.nets.ConditioningConfig and of the framework (Framework.conditioning_config), named by config key."""
     try:
-        get_method(config["framework"]).conditioning_config(config)
+        FRAMEWORKS[config["framework"]].conditioning_config(config)
     except ConditioningError as error:
         key = f"conditioning.{error.field}"
         raise ConfigError(f"config key {key!r} = {shown(config.get(key))} is not allowed: {error}") from None

@@ -19,7 +19,7 @@ from cassle.apps.cli import main
 from cassle.apps.plan import plan_workflow
 from cassle.apps.report.build import build_report
 from cassle.config import ConfigError, resolve
-from cassle.methods import METHODS, VARIANTS, Method, SSLOutput
+from cassle.methods import FRAMEWORKS, VARIANTS, Framework, Method, SSLOutput
 from cassle.nets import HeadSpecs, MLPSpec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,7 +40,7 @@ def test_imports_run_downward():
 
 @pytest.mark.parametrize("module,line,contract", [
     ("core/errors.py", "import cassle.apps.cli", "Three tiers"),                   # foundation -> applications
-    ("nets/heads.py", "from cassle.methods import METHODS", "Three tiers"),        # domain, one layer up
+    ("nets/heads.py", "from cassle.methods import FRAMEWORKS", "Three tiers"),     # domain, one layer up
     ("apps/engine/trainer.py", "import cassle.apps.tracking", "Applications"),     # two applications
     ("losses.py", "import mlflow", "runs without the workflow tools"),             # the library and MLflow
 ])
@@ -67,14 +67,8 @@ def test_architecture_doc_shows_the_import_graph_of_the_code():
 # --------------------------------------------------------------------------------------------- a new framework
 
 class ThrowAway(Method):
-    """A framework as a user would add it: one module with its name, label, heads, defaults and loss (here the
-    alignment of the two views' normalised projections, which is all this test needs)."""
-
-    name = "throwaway"
-    label = "Throw-Away"
-    heads = HeadSpecs(MLPSpec(2, 32, 16))
-    defaults = dict(backbone="resnet_narrow", epochs=1, batch_size=16, optimizer="sgd", base_lr=0.05,
-                    weight_decay=1e-4, warmup_epochs=0.0)
+    """A framework as a user would add it: one module with its loss (here the alignment of the two views'
+    normalised projections, which is all this test needs)."""
 
     def ssl_loss(self, views: Sequence[Tensor], omegas: Sequence[Tensor]) -> SSLOutput:
         features = [self.embed(view) for view in views[:2]]
@@ -87,12 +81,15 @@ def test_a_new_framework_is_one_module_and_one_registry_line(tmp_path: Path):
                 "conditioning.encoder_width": 8, "num_workers": 0, "checkpoint_every": 2}
     with pytest.raises(ConfigError, match="'framework' = 'throwaway'"):
         resolve({**settings, "framework": "throwaway"})
-    METHODS.register(ThrowAway.name, ThrowAway)  # the one registry line, for this test only
+    FRAMEWORKS.register("throwaway", Framework(  # the one registry line, for this test only
+        "throwaway", "Throw-Away", f"{__name__}:ThrowAway", HeadSpecs(MLPSpec(2, 32, 16)),
+        dict(backbone="resnet_narrow", epochs=1, batch_size=16, optimizer="sgd", base_lr=0.05, weight_decay=1e-4,
+             warmup_epochs=0.0)))
     try:
         assert resolve({**settings, "framework": "throwaway"})["batch_size"] == 16  # validated, with its defaults
         run_the_workflow_steps(settings, tmp_path)
     finally:
-        METHODS.unregister(ThrowAway.name)
+        FRAMEWORKS.unregister("throwaway")
 
 
 def run_the_workflow_steps(settings: dict, tmp_path: Path) -> None:

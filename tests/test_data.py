@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -99,6 +101,43 @@ def test_imagenet100_list_is_cmc_order():
     assert wnids[:10] == ("n02869837", "n01749939", "n02488291", "n02107142", "n13037406", "n02091831",
                           "n04517823", "n04589890", "n03062245", "n01773797")  # fmt: skip
     assert wnids[-1] == "n02090622" and all(w.startswith("n") and len(w) == 9 for w in wnids)
+
+
+# What the workflow plan does (Snakemake builds its DAG from it): specs, kinds, layout checks, roots.
+PLANNING = """
+import sys
+from pathlib import Path
+
+import os
+from cassle.data import DATASETS, get_dataset, list_datasets
+from cassle.data.roots import ENV_VAR, root_from_environment, roots_to_environment
+
+folders, pickled, empty = (Path(arg) for arg in sys.argv[1:])
+for name in list_datasets():
+    spec = get_dataset(name)
+    assert spec.image_size > 0 and spec.kinds and spec.metric and spec.short and spec.sizes is not None, name
+    try:
+        spec.check_root(empty)
+    except FileNotFoundError:  # DatasetNotFoundError: the layout is not there
+        pass
+assert "cifar10" in list_datasets("pretrain")
+assert DATASETS["cifar10"].check_root(folders) == {"train": 20, "test": 10}
+assert DATASETS["cifar10"].check_root(pickled) == {}
+os.environ[ENV_VAR] = roots_to_environment({"cifar10": folders})
+assert root_from_environment("cifar10") == folders
+heavy = sorted({module.split(".")[0] for module in sys.modules} & {"torch", "torchvision", "PIL", "numpy"})
+assert not heavy, f"planning imported {heavy}"
+"""
+
+
+def test_registry_and_layout_checks_import_no_torch(tmp_path):
+    make_class_folders(tmp_path / "folders" / "train", {name: 2 for name in CIFAR10_ORDER})
+    make_class_folders(tmp_path / "folders" / "test", {name: 1 for name in CIFAR10_ORDER})
+    (tmp_path / "pickled" / "cifar-10-batches-py").mkdir(parents=True)
+    (tmp_path / "empty").mkdir()
+    roots = [str(tmp_path / name) for name in ("folders", "pickled", "empty")]
+    done = subprocess.run([sys.executable, "-c", PLANNING, *roots], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
 
 
 # ----------------------------------------------------------------------------------------------- missing roots

@@ -19,7 +19,7 @@ from torchvision.transforms.v2.functional import horizontal_flip
 from cassle.apps.engine.trainer import pretrain
 from cassle.config import resolve
 from cassle.data.detection import VOC_CLASSES
-from cassle.evaluate import detection
+from cassle.evaluate import detection, task_parser
 from cassle.evaluate.voc_ap import COCO_IOU_THRESHOLDS, average_precision, box_iou, evaluate_detections
 from cassle.nets import IMAGENET_MEAN, IMAGENET_STD, build_backbone
 
@@ -301,14 +301,12 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _args(source: Path, data_root: Path | None, out: Path, *extra: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    detection.add_arguments(parser)
     argv = [str(source), "--out", str(out), "--device", "cpu", "--workers", "0", "--quiet", "--iterations", "2",
             "--batch-size", "2", "--train-sizes", "64", "--test-size", "64", "--max-size", "80",
             "--rois-per-image", "16", "--warmup-iters", "1", *extra]
     if data_root is not None:
         argv += ["--data-root", str(data_root)]
-    return parser.parse_args(argv)
+    return task_parser("detection").parse_args(argv)
 
 
 def test_run_writes_metrics(run_dir: Path, voc_root: Path, tmp_path: Path) -> None:

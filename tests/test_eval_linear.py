@@ -18,7 +18,7 @@ from threadpoolctl import threadpool_limits
 from torch.utils.data import DataLoader, Subset
 from torchvision import transforms as T
 
-from cassle.evaluate import linear
+from cassle.evaluate import linear, task_parser
 from cassle.evaluate.linear import PENALTIES, LinearModel, SolverSettings, linear_probe
 from cassle.evaluate.logistic import LogisticProblem, logistic_path
 from cassle.evaluate.metrics import class_avg, pearson_r2, score
@@ -266,9 +266,7 @@ def test_linear_model_maps_outputs_to_class_labels() -> None:
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    linear.add_arguments(parser)
-    return parser.parse_args(argv)
+    return task_parser("linear").parse_args(argv)
 
 
 def save_features(folder: Path, splits: list[dict[str, torch.Tensor]]) -> Path:
@@ -351,11 +349,9 @@ def test_cli_source_mode_extracts_caches_and_scores(tmp_path) -> None:
     pretrain(resolve({"framework": "simclr", "backbone": "resnet_narrow", "dataset": "synthetic", "max_steps": 1,
                       "batch_size": 16, "projector.hidden_dim": 32, "projector.out_dim": 16, "num_workers": 0}),
              run, progress=False)
-    parser = argparse.ArgumentParser()
-    linear.add_arguments(parser)
     out = tmp_path / "out"
-    args = parser.parse_args([str(run), "--dataset", "synthetic", "--out", str(out), "--workers", "0",
-                              "--max-images", "96", "--quiet"])
+    args = parse([str(run), "--dataset", "synthetic", "--out", str(out), "--workers", "0", "--max-images", "96",
+                  "--quiet"])
     assert linear.run(args) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0.0 <= metrics["metrics"]["top1"] <= 1.0 and metrics["dataset"] == "synthetic"

@@ -17,7 +17,7 @@ from cassle.augment import OMEGA_SLICES
 from cassle.config import resolve
 from cassle.core.io import read_json
 from cassle.data import SyntheticShapes
-from cassle.evaluate import conditioning, corruption, sensitivity
+from cassle.evaluate import conditioning, corruption, sensitivity, task_parser
 from cassle.evaluate.corruptions import CORRUPTIONS, corrupt, motion_blur, plasma_fractal
 from cassle.evaluate.load import load_method
 
@@ -45,10 +45,8 @@ def images() -> Tensor:
     return SyntheticShapes("test", size=32).render(list(range(6))).float() / 255
 
 
-def _args(module, argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    module.add_arguments(parser)
-    return parser.parse_args(argv)
+def _args(task: str, argv: list[str]) -> argparse.Namespace:
+    return task_parser(task).parse_args(argv)
 
 
 # --- corruptions ----------------------------------------------------------------------------------------------------
@@ -123,8 +121,8 @@ def test_corrupt_rejects_bad_input(images: Tensor) -> None:
 
 
 def test_corruption_eval_writes_scores_per_corruption_and_severity(cassle_run: Path, tmp_path: Path) -> None:
-    args = _args(corruption, [str(cassle_run), "--dataset", "synthetic", "--out", str(tmp_path), "--max-images",
-                              "32", "--corruptions", "brightness", "fog", "--severities", "1", "5", "--workers", "0",
+    args = _args("corruption", [str(cassle_run), "--dataset", "synthetic", "--out", str(tmp_path), "--max-images",
+                                "32", "--corruptions", "brightness", "fog", "--severities", "1", "5", "--workers", "0",
                               "--penalties", "1", "--quiet", "--device", "cpu"])
     assert corruption.run(args) == 0
     record = read_json(tmp_path / "metrics.json")
@@ -230,10 +228,10 @@ def test_sensitivity_eval_writes_metrics_and_figure_and_compares(cassle_run: Pat
     common = ["--dataset", "synthetic", "--max-images", "40", "--batch-size", "16", "--workers", "0", "--quiet",
               "--augmentations", "flip", "blur"]
     first = tmp_path / "vanilla"
-    assert sensitivity.run(_args(sensitivity, [str(vanilla_run), "--out", str(first), *common])) == 0
+    assert sensitivity.run(_args("sensitivity", [str(vanilla_run), "--out", str(first), *common])) == 0
     second = tmp_path / "cassle"
-    assert sensitivity.run(_args(sensitivity, [str(cassle_run), "--out", str(second), "--compare", str(first),
-                                               *common])) == 0
+    assert sensitivity.run(_args("sensitivity", [str(cassle_run), "--out", str(second), "--compare", str(first),
+                                                 *common])) == 0
     record = read_json(second / "metrics.json")
     assert record["options"]["label"] == "mocov2 cassle"
     assert set(record["metrics"]) == {f"infonce/{aug}/{stage}" for aug in ("flip", "blur")
@@ -242,8 +240,8 @@ def test_sensitivity_eval_writes_metrics_and_figure_and_compares(cassle_run: Pat
     assert all(v >= 0 for v in record["metrics"].values())
     assert (second / "sensitivity.png").stat().st_size > 0 and (second / "sensitivity.pdf").is_file()
     with pytest.raises(FileNotFoundError, match="--compare"):
-        sensitivity.run(_args(sensitivity, [str(cassle_run), "--out", str(tmp_path / "x"), "--compare",
-                                            str(tmp_path / "missing"), *common]))
+        sensitivity.run(_args("sensitivity", [str(cassle_run), "--out", str(tmp_path / "x"), "--compare",
+                                              str(tmp_path / "missing"), *common]))
 
 
 # --- conditioning ---------------------------------------------------------------------------------------------------
@@ -317,8 +315,8 @@ def test_true_omega_beats_random_exactly_when_the_model_uses_it() -> None:
 
 
 def test_conditioning_eval_on_a_cassle_run(cassle_run: Path, tmp_path: Path) -> None:
-    args = _args(conditioning, [str(cassle_run), "--dataset", "synthetic", "--out", str(tmp_path), "--max-images",
-                                "40", "--batch-size", "16", "--num-pairs", "33", "--workers", "0", "--quiet"])
+    args = _args("conditioning", [str(cassle_run), "--dataset", "synthetic", "--out", str(tmp_path), "--max-images",
+                                  "40", "--batch-size", "16", "--num-pairs", "33", "--workers", "0", "--quiet"])
     assert conditioning.run(args) == 0
     metrics = read_json(tmp_path / "metrics.json")["metrics"]
     assert metrics["num_pairs"] == 33
@@ -338,7 +336,7 @@ def test_similarity_histogram_counts_by_hand() -> None:
 
 
 def test_conditioning_eval_refuses_a_vanilla_run(vanilla_run: Path, tmp_path: Path) -> None:
-    args = _args(conditioning, [str(vanilla_run), "--dataset", "synthetic", "--out", str(tmp_path), "--quiet"])
+    args = _args("conditioning", [str(vanilla_run), "--dataset", "synthetic", "--out", str(tmp_path), "--quiet"])
     with pytest.raises(ValueError, match="run of variant vanilla.*needs a CASSLE run"):
         conditioning.run(args)
     assert not (tmp_path / "metrics.json").exists()

@@ -1,11 +1,14 @@
 """The rotation, few-shot and retrieval evaluations: their building blocks against hand computations, and each
-`cassle eval TASK` end to end on the synthetic dataset with a random backbone."""
+`cassle eval TASK` end to end on the synthetic dataset with a random backbone. Also: parsing the options of every
+task imports neither its module nor torch."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +17,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from cassle.evaluate import fewshot, retrieval, rotation
+from cassle.evaluate import fewshot, retrieval, rotation, task_parser
 from cassle.evaluate.fewshot import class_indices, mean_and_interval, sample_episode
 from cassle.evaluate.retrieval import nearest_neighbours, pick_queries, retrieval_metrics
 from cassle.evaluate.rotation import Rotations
@@ -29,15 +32,35 @@ def random_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def parse(module, argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    module.add_arguments(parser)
-    return parser.parse_args(argv)
+def parse(task: str, argv: list[str]) -> argparse.Namespace:
+    return task_parser(task).parse_args(argv)
 
 
 def common(source: Path, out: Path, max_images: int) -> list[str]:
     return [str(source), "--arch", "resnet_narrow", "--dataset", "synthetic", "--out", str(out), "--device", "cpu",
             "--workers", "0", "--max-images", str(max_images), "--batch-size", "128", "--quiet"]
+
+
+# --- options of every task -----------------------------------------------------------------------------------------
+
+# What the planner (check_eval_options) and `cassle launch --check-only` do: build each task's parser, parse options.
+PARSE_EVERY_TASK = """
+import sys
+
+from cassle.evaluate import EVAL_TASKS, task_parser
+
+for task in EVAL_TASKS:
+    args = task_parser(task).parse_args(["SOURCE", "--dataset", "synthetic", "--out", "OUT", "--seed", "1"])
+    assert args.seed == 1 and callable(args.run), task
+tasks = sorted(f"cassle.evaluate.{task}" for task in EVAL_TASKS if f"cassle.evaluate.{task}" in sys.modules)
+heavy = sorted({module.split(".")[0] for module in sys.modules} & {"torch", "torchvision", "PIL", "numpy", "sklearn"})
+assert not tasks and not heavy, f"parsing the options imported {tasks + heavy}"
+"""
+
+
+def test_parsing_every_tasks_options_imports_nothing_heavy() -> None:
+    done = subprocess.run([sys.executable, "-c", PARSE_EVERY_TASK], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
 
 
 # --- rotation -------------------------------------------------------------------------------------------------------
@@ -93,7 +116,7 @@ def upright_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_rotation_eval_end_to_end(random_source: Path, upright_root: Path, tmp_path: Path) -> None:
     argv = common(random_source, tmp_path, 1000) + ["--penalties", "1e-2", "1", "100"]
     argv[argv.index("synthetic")] = "folder"
-    args = parse(rotation, argv + ["--data-root", str(upright_root)])
+    args = parse("rotation", argv + ["--data-root", str(upright_root)])
     assert rotation.run(args) == 0
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["task"] == "rotation" and saved["dataset"] == "folder"
@@ -109,11 +132,11 @@ def test_rotation_eval_errors(random_source: Path, tmp_path: Path) -> None:
     argv = common(random_source, tmp_path, 8)
     argv[argv.index("synthetic")] = "folder"
     with pytest.raises(FileNotFoundError, match="dataset 'folder'"):
-        rotation.run(parse(rotation, argv))
+        rotation.run(parse("rotation", argv))
     argv = common(random_source, tmp_path, 8)
     argv[argv.index("resnet_narrow")] = "resnet18"
     with pytest.raises(ValueError, match="does not fit backbone 'resnet18'"):
-        rotation.run(parse(rotation, argv))
+        rotation.run(parse("rotation", argv))
 
 
 # --- few-shot -------------------------------------------------------------------------------------------------------
@@ -151,7 +174,7 @@ def test_episodes_have_the_asked_classes_and_shots() -> None:
 def test_fewshot_eval_end_to_end(random_source: Path, tmp_path: Path) -> None:
     argv = common(random_source, tmp_path, 64) + ["--ways", "4", "--shots", "1", "5", "--tasks", "12",
                                                   "--queries", "4"]
-    assert fewshot.run(parse(fewshot, argv)) == 0
+    assert fewshot.run(parse("fewshot", argv)) == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
     assert set(metrics) == {"4way_1shot", "4way_5shot"}
     for result in metrics.values():
@@ -206,7 +229,7 @@ def test_nearest_neighbours_exclude_the_query() -> None:
 
 def test_retrieval_eval_end_to_end(random_source: Path, tmp_path: Path) -> None:
     argv = common(random_source, tmp_path, 64) + ["--queries", "0", "5", "--k", "3"]
-    assert retrieval.run(parse(retrieval, argv)) == 0
+    assert retrieval.run(parse("retrieval", argv)) == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
     assert (tmp_path / "retrieval.png").stat().st_size > 0 and (tmp_path / "retrieval.pdf").stat().st_size > 0
     assert metrics["figure_queries"] == [0, 5] and len(metrics["figure_neighbours"][0]) == 3

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from cassle.core import io as cio
+from cassle.core import identity
 from cassle.core import provenance as prov
 
 REPO = Path(__file__).resolve().parents[1]
@@ -175,29 +176,29 @@ def test_history_rejects_other_columns_and_bad_rows(tmp_path: Path) -> None:
 def test_config_hash_ignores_key_order_and_number_spelling() -> None:
     a = {"lr": 0.0001, "epochs": 500, "nested": {"x": [1, 2.0], "y": (3,)}}
     b = {"nested": {"y": [3.0], "x": [1.0, 2]}, "epochs": 500.0, "lr": 1e-4}
-    assert prov.config_hash(a) == prov.config_hash(b)
+    assert identity.config_hash(a) == identity.config_hash(b)
     # Independent reference: sha256 of the hand-written canonical text.
     text = '{"epochs":500,"lr":0.0001,"nested":{"x":[1,2],"y":[3]}}'
-    assert prov.canonical_json(a) == text
-    assert prov.config_hash(a) == hashlib.sha256(text.encode()).hexdigest()[:12]
-    assert prov.config_hash({**a, "lr": 0.0002}) != prov.config_hash(a)
-    assert prov.config_hash({**a, "flag": True}) != prov.config_hash({**a, "flag": 1})
+    assert identity.canonical_json(a) == text
+    assert identity.config_hash(a) == hashlib.sha256(text.encode()).hexdigest()[:12]
+    assert identity.config_hash({**a, "lr": 0.0002}) != identity.config_hash(a)
+    assert identity.config_hash({**a, "flag": True}) != identity.config_hash({**a, "flag": 1})
 
 
 def test_config_hash_errors() -> None:
     with pytest.raises(ValueError, match=r"config\.lr"):
-        prov.config_hash({"lr": float("nan")})
+        identity.config_hash({"lr": float("nan")})
     with pytest.raises(TypeError, match="mapping"):
-        prov.config_hash([1, 2])  # type: ignore[arg-type]
+        identity.config_hash([1, 2])  # type: ignore[arg-type]
 
 
 def test_run_name() -> None:
     config = {"framework": "moco", "variant": "cassle", "lr": 0.03}
-    name = prov.run_name("moco", "cassle", config)
-    assert name == f"moco-cassle-{prov.config_hash(config)[:8]}"
-    assert name == prov.run_name("moco", "cassle", dict(reversed(config.items())))
+    name = identity.run_name("moco", "cassle", config)
+    assert name == f"moco-cassle-{identity.config_hash(config)[:8]}"
+    assert name == identity.run_name("moco", "cassle", dict(reversed(config.items())))
     with pytest.raises(ValueError, match="variant 'cas-sle'"):
-        prov.run_name("moco", "cas-sle", config)
+        identity.run_name("moco", "cas-sle", config)
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git not installed")
@@ -233,7 +234,7 @@ def test_provenance_record(monkeypatch: pytest.MonkeyPatch) -> None:
     config = {"lr": 0.03}
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     record = prov.provenance(config, seed=7)
-    assert record["config_hash"] == prov.config_hash(config) and record["seed"] == 7
+    assert record["config_hash"] == identity.config_hash(config) and record["seed"] == 7
     assert "slurm_job_id" not in record
     assert record["time_utc"].endswith("+00:00")
     json.dumps(record, allow_nan=False)  # the record is plain JSON

@@ -7,23 +7,23 @@ import torch
 
 from cassle.config import ConfigError, resolve
 from cassle.core.distributed import convert_sync_batchnorm
-from cassle.methods import METHODS, VARIANTS, build_method
+from cassle.methods import FRAMEWORKS, VARIANTS, build_method
 
 from ddp import run_distributed
 from tiny_methods import TINY, fixed_batch, tiny_config
 
-FRAMEWORKS = tuple(METHODS)
+NAMES = tuple(FRAMEWORKS)
 
 
 def test_the_registry_holds_the_papers_frameworks_in_the_papers_order_and_config_reads_it():
-    assert FRAMEWORKS == ("simclr", "mocov2", "barlow", "mocov3", "byol", "simsiam", "mocov1")
-    assert all(resolve({**TINY, "framework": name})["framework"] == name for name in FRAMEWORKS)
+    assert NAMES == ("simclr", "mocov2", "barlow", "mocov3", "byol", "simsiam", "mocov1")
+    assert all(resolve({**TINY, "framework": name})["framework"] == name for name in NAMES)
     with pytest.raises(ConfigError, match=r"'framework' = 'moco'.*one of simclr, mocov2, barlow"):
         resolve({**TINY, "framework": "moco"})
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("framework", NAMES)
 def test_loss_falls_when_overfitting_one_batch(framework, variant):
     """Training on one fixed batch lowers the loss. The early window starts once MoCo's queue (64 entries) holds
     only keys of this batch, so that both windows measure the same objective."""
@@ -101,7 +101,7 @@ def _ddp_losses_and_grads(configs: list[dict], views, omegas, distributed: bool)
 def test_every_framework_under_two_rank_ddp_equals_one_process_on_the_global_batch():
     """Forward value and gradients of the whole model (CASSLE and AugSelf) under gloo DDP with synchronised BN."""
     torch.manual_seed(0)
-    configs = [tiny_config(framework, "cassle") for framework in FRAMEWORKS]
+    configs = [tiny_config(framework, "cassle") for framework in NAMES]
     configs += [tiny_config("mocov2", "augself"), tiny_config("barlow", "augself")]
     views, omegas = fixed_batch(n=8)
     single = _ddp_losses_and_grads(configs, views, omegas, distributed=False)

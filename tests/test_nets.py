@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torchvision.models import VisionTransformer
 from torchvision.transforms import Normalize as TVNormalize
 
-from cassle.methods import METHODS
+from cassle.methods import FRAMEWORKS
 from cassle.nets import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -329,16 +329,16 @@ EXPECTED_HEADS = {
 def test_framework_head_layers(framework: str) -> None:
     """Layer sizes and BN placement of every framework's projector / predictor spec (built on meta: no memory)."""
     expected_projector, expected_predictor = EXPECTED_HEADS[framework]
-    specs = METHODS[framework].heads
+    specs = FRAMEWORKS[framework].heads
     with torch.device("meta"):
         assert layer_summary(specs.projector.build(512)) == expected_projector
         predictor = specs.build_predictor()
     assert (None if predictor is None else layer_summary(predictor)) == expected_predictor
-    assert {name for name, method in METHODS.items() if method.heads is not None} == set(EXPECTED_HEADS)
+    assert {name for name, method in FRAMEWORKS.items() if method.heads is not None} == set(EXPECTED_HEADS)
 
 
 def test_head_specs_overrides() -> None:
-    mocov2, simsiam = METHODS["mocov2"].heads, METHODS["simsiam"].heads
+    mocov2, simsiam = FRAMEWORKS["mocov2"].heads, FRAMEWORKS["simsiam"].heads
     original_mocov2 = mocov2.with_projector(hidden_bn=False).projector.build(32)
     assert layer_summary(original_mocov2)[:2] == [("linear", 32, 2048, True), ("relu",)]
     assert simsiam.with_projector(num_layers=2).projector.dims(512) == [512, 2048, 2048]
@@ -539,7 +539,7 @@ def test_build_projector_and_config() -> None:
 def test_parameter_overhead_resnet50_mocov2(resnet50_backbone, capsys) -> None:
     """Paper: the 6 x 64 encoder adds ~0.1% parameters to ResNet-50 + MoCo-v2 head. The encoder alone is
     ~0.08%; widening the projector's first Linear by 64 inputs adds 64 * 2048 more (~0.55% in all)."""
-    spec = METHODS["mocov2"].heads.projector
+    spec = FRAMEWORKS["mocov2"].heads.projector
     vanilla = n_params(resnet50_backbone) + n_params(spec.build(2048))
     assert n_params(resnet50_backbone) == n_params(torchvision.models.resnet50()) - (2048 * 1000 + 1000)
     cp = build_projector(spec, 2048, ConditioningConfig(), omega_dim=14)

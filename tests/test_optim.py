@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from cassle.core.optim import LARS, build_optimizer, param_groups, scaled_lr
+from cassle.core.lars import LARS
+from cassle.core.optim import build_optimizer, param_groups, scaled_lr
 from cassle.core.schedules import StepwiseLR, ema_momentum, warmup_cosine
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -114,3 +116,31 @@ def test_the_shipped_configs_plan():
     for name in ("config.yaml", "demo.yaml"):
         plan = plan_workflow(yaml.safe_load((REPO / "config" / name).read_text()), check_options=False)
         assert plan.runs and all(plan.evaluations.values())
+
+
+HEAVY = ("torch", "torchvision", "PIL", "numpy", "sklearn")
+
+
+def test_planning_and_the_launch_preflight_import_no_torch(tmp_path: Path):
+    """What runs at every Snakemake start (the plan of every shipped config with its option checks, the inputs check)
+    and before every submission (`cassle launch`'s checks of a pretrain and an eval command) loads no heavy library:
+    torch and torchvision alone take seconds to import, paid per Snakemake call and per job otherwise."""
+    script = f"""
+import sys, yaml
+from pathlib import Path
+from cassle.apps.cli import check_command
+from cassle.apps.plan import missing_inputs, plan_workflow
+for name in ("config.yaml", "demo.yaml", "cifar10.yaml"):
+    plan = plan_workflow(yaml.safe_load(Path({str(REPO / "config")!r}, name).read_text()))
+    jobs = [("pretrain", {{"run": run}}) for run in plan.runs]
+    jobs += [("evaluate", {{"task": e.task, "source": e.source, "dataset": e.dataset}})
+             for evaluations in plan.evaluations.values() for e in evaluations]
+    missing_inputs(plan, jobs, {{}})
+check_command(["pretrain", "--set", "framework=byol", "--set", "variant=cassle", "--set", "max_steps=2",
+               "--out", {str(tmp_path / "run")!r}])
+check_command(["eval", "linear", {str(tmp_path / "run")!r}, "--dataset", "cifar10", "--out", {str(tmp_path / "e")!r}])
+print(sorted(name for name in {HEAVY!r} if name in sys.modules))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "[]", f"planning imported {done.stdout.strip()}"

@@ -35,7 +35,7 @@ from cassle.augment import ViewSampler
 from cassle.config import FIELDS, ConfigError, experiment_hash, load_config, resolve
 from cassle.core.io import read_csv_rows, read_json
 from cassle.data import CorruptImageError, get_dataset
-from cassle.methods import METHODS, VARIANTS, build_method
+from cassle.methods import FRAMEWORKS, VARIANTS, build_method
 from cassle.nets import INJECTIONS
 
 from damage import garble, truncate
@@ -225,7 +225,7 @@ def cassle_grid() -> list[dict]:
     """CASSLE with every framework x injection x encoder depth 0/1 (x hypernet_bn); every framework x variant is built
     and trained in test_methods.py."""
     cells = []
-    for framework, injection, depth in itertools.product(METHODS, INJECTIONS, (0, 1)):
+    for framework, injection, depth in itertools.product(FRAMEWORKS, INJECTIONS, (0, 1)):
         for bn in (False, True) if injection == "hypernet" else (False,):
             cells.append({"framework": framework, "variant": "cassle", "conditioning.injection": injection,
                           "conditioning.encoder_depth": depth, "conditioning.hypernet_bn": bn})
@@ -278,7 +278,7 @@ TRICKY = st.sampled_from(["2001-13-45", "2001-02-30 25:61:00", "!!timestamp 2001
                           "&b {x: *b}", "!!binary xx", "!!float abc", "!!int 1.5", "!!python/object:os.system x",
                           "? [a]", "[", "{a: 1", "'", "@", "`x`", "*undefined", "yes", "pets", "cuda:1", ""])
 CYCLES = st.sampled_from(["&b {x: *b}", "&c {injection: *c}", "&d {a: {b: *d}}", "{x: {y: {z: {w: 1}}}}"])
-WORDS = st.sampled_from([*METHODS, *VARIANTS, *INJECTIONS, "crop", "hue", "gpu", "folder", "vit_small", ""])
+WORDS = st.sampled_from([*FRAMEWORKS, *VARIANTS, *INJECTIONS, "crop", "hue", "gpu", "folder", "vit_small", ""])
 SCALARS = st.none() | st.booleans() | st.integers() | st.just(10**400) | st.floats() | WORDS | st.text(max_size=8)
 VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=5) | st.dictionaries(NAMES, inner, max_size=3),
                       max_leaves=8)
@@ -324,7 +324,7 @@ def edits(draw: st.DrawFn) -> tuple[object, str]:
 
 @st.composite
 def config_texts(draw: st.DrawFn) -> str:
-    config = {"framework": draw(st.sampled_from(list(METHODS))), "variant": draw(st.sampled_from(list(VARIANTS)))}
+    config = {"framework": draw(st.sampled_from(list(FRAMEWORKS))), "variant": draw(st.sampled_from(list(VARIANTS)))}
     config.update(draw(st.fixed_dictionaries({}, optional=GOOD)))
     text = yaml.safe_dump(nested(config) if draw(st.booleans()) else config, sort_keys=False)
     for key, value in draw(st.lists(edits(), max_size=2)):

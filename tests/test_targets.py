@@ -13,12 +13,12 @@ from torch.nn import functional as F
 
 from cassle.augment import select_omega
 from cassle.losses import infonce
-from cassle.methods import METHODS, build_method
+from cassle.methods import FRAMEWORKS, build_method
 
 from tiny_methods import fixed_batch, tiny_config
 
-FRAMEWORKS = tuple(METHODS)
-WITH_PREDICTOR = tuple(name for name, method in METHODS.items() if method.heads and method.heads.predictor)
+NAMES = tuple(FRAMEWORKS)
+WITH_PREDICTOR = tuple(name for name, method in FRAMEWORKS.items() if method.heads and method.heads.predictor)
 # (network, view) of every projector call in one step: the published methods' pairings
 PROJECTOR_CALLS = {
     "simclr": [("online", 0), ("online", 1)],
@@ -37,7 +37,7 @@ def build(framework: str, variant: str, **overrides):
     training), so that features, projections and EMA results tell the two apart."""
     torch.manual_seed(0)
     method = build_method(tiny_config(framework, variant, **overrides)).train()
-    if method.momentum_encoder:
+    if method.framework.momentum_encoder:
         with torch.no_grad():
             for p in [*method.momentum_backbone.parameters(), *method.momentum_projector.parameters()]:
                 p.add_(torch.randn_like(p) * 0.5)
@@ -55,7 +55,7 @@ def which_view(x: torch.Tensor, candidates: list[torch.Tensor]) -> int:
     return matches[0]
 
 
-@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("framework", NAMES)
 def test_every_projector_gets_the_omega_of_its_own_view(framework):
     """CASSLE: each call of the online or momentum projector pairs a view's features with that view's omega, and the
     calls are the framework's (e.g. MoCo-v2: online on view 1, momentum on view 2). The momentum copies are updated
@@ -82,7 +82,7 @@ def test_every_projector_gets_the_omega_of_its_own_view(framework):
     assert sorted(seen) == sorted(PROJECTOR_CALLS[framework])
 
 
-@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("framework", NAMES)
 def test_augself_heads_get_both_views_and_their_omegas_in_order(framework):
     """AugSelf predicts omega(view 1) vs omega(view 2) from the backbone features of view 1 (online) and view 2
     (online; MoCo's momentum backbone, as the authors' code)."""

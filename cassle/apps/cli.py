@@ -65,8 +65,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def build_parser(eval_tasks: Iterable[str] | None = None) -> argparse.ArgumentParser:
-    """The command tree. The options of `cassle eval TASK` come from `cassle.evaluate.TASK`, imported only for the
-    tasks in `eval_tasks` (None: all), since those imports (torch, torchvision, scikit-learn) take seconds."""
+    """The command tree. The options of `cassle eval TASK` (cassle.evaluate.options, no torch) are added for the tasks
+    in `eval_tasks` (None: all); a task's module (torch, torchvision, scikit-learn) is imported only to run it."""
     parser = argparse.ArgumentParser(
         prog="cassle",
         description="Augmentation-aware self-supervised learning: pretrain vanilla / AugSelf / CASSLE models, "
@@ -155,7 +155,7 @@ def check_command(argv: Sequence[str]) -> None:
     """Parse `cassle ARGV` with the real parser and, for pretrain, load and validate its config: `cassle launch`
     runs this (in a child process) before it submits anything. Exits non-zero with the parser's or the config
     loader's one-line message when something is wrong."""
-    from cassle.config import ConfigError, load_config  # torch
+    from cassle.config import ConfigError, load_config
 
     argv = list(argv)
     parsed = build_parser(eval_tasks=argv[1:2] if argv[:1] == ["eval"] else ()).parse_args(argv)

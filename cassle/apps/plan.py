@@ -21,7 +21,7 @@ from typing import Any
 
 from cassle.apps.launch import LAUNCHERS
 from cassle.config import FIELDS, RUNTIME_KEYS, ConfigError, check_value, flatten, resolve, suggestion
-from cassle.core.provenance import run_name
+from cassle.core.identity import run_name
 from cassle.data import DATASETS
 from cassle.evaluate import EVAL_TASKS, task_parser
 from cassle.nets import resnet_names
@@ -150,7 +150,7 @@ def _option_args(options: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 def check_eval_options(task: str, args: Sequence[str]) -> None:
-    """Parse `args` with the parser of `cassle eval TASK` (imports that task's module) so a bad option fails now."""
+    """Parse `args` with the parser of `cassle eval TASK` (its options only: no torch) so a bad option fails now."""
     parser = task_parser(task)
     probe = ["SOURCE", "--dataset", "synthetic", "--out", "OUT", *args]
     try:
@@ -320,5 +320,5 @@ def missing_inputs(plan: Plan, jobs: Iterable[tuple[str, Mapping[str, str]]],
         try:
             DATASETS[dataset].check_root(root)
         except FileNotFoundError as error:
-            problems.append(str(error).splitlines()[0] + f" (layout: docs/datasets.md, `cassle data check`)")
+            problems.append(str(error).splitlines()[0] + " (layout: docs/datasets.md, `cassle data check`)")
     return sorted(set(problems))

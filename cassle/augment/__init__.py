@@ -5,30 +5,12 @@ See docs/omega.md for the column layout and the pipeline's semantics.
 
 from __future__ import annotations
 
-from cassle.augment.images import image_sizes
-from cassle.augment.omega import (
-    OMEGA_DIM,
-    OMEGA_KEYS,
-    OMEGA_LETTERS,
-    OMEGA_SLICES,
-    RELATIVE_BINARY_KEYS,
-    omega_dim,
-    relative_omega,
-    select_omega,
-)
-from cassle.augment.params import ViewParams
-from cassle.augment.sampler import ViewSampler
+from cassle.core.lazy import lazy_namespace
 
-__all__ = [
-    "OMEGA_DIM",
-    "OMEGA_KEYS",
-    "OMEGA_LETTERS",
-    "OMEGA_SLICES",
-    "RELATIVE_BINARY_KEYS",
-    "ViewParams",
-    "ViewSampler",
-    "image_sizes",
-    "omega_dim",
-    "relative_omega",
-    "select_omega",
-]
+__all__, __getattr__, __dir__ = lazy_namespace(__name__, {
+    "images": ["image_sizes"],
+    "layout": ["OMEGA_DIM", "OMEGA_KEYS", "OMEGA_LETTERS", "OMEGA_SLICES", "RELATIVE_BINARY_KEYS", "omega_dim"],
+    "omega": ["relative_omega", "select_omega"],
+    "params": ["ViewParams"],
+    "sampler": ["ViewSampler"],
+})

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from cassle.augment.images import Images, image_sizes
-from cassle.augment.omega import OMEGA_DIM, OMEGA_SLICES
+from cassle.augment.layout import OMEGA_DIM, OMEGA_SLICES
 from cassle.augment.params import CROP_DRAWS, ViewParams, sample_crops
 from cassle.augment.render import render
 

@@ -2,13 +2,12 @@
 
 Val carve-outs reproduce the authors' `random_split` sizes and seeds; where they used index files we do not
 have (caltech101, sun397, cub200), our own seeded stratified carves have their sizes (see docs/datasets.md).
+torchvision's dataset classes are named, not imported: the workflow plan reads the catalog without torch.
 """
 
 from __future__ import annotations
 
 from importlib import resources
-
-from torchvision import datasets as tv
 
 from cassle.data.cifar import CIFAR10_CLASSES, CifarSource
 from cassle.data.detection import VocSource
@@ -17,7 +16,7 @@ from cassle.data.landmarks import Faces300WSource
 from cassle.data.spec import DatasetSpec
 from cassle.data.splits import RandomCarve, ShuffledSplit, StratifiedCarve
 from cassle.data.sun397 import Sun397Source
-from cassle.data.synthetic import DEFAULT_LENGTHS, SyntheticSource
+from cassle.data.synthetic_source import DEFAULT_LENGTHS, SyntheticSource
 from cassle.data.torchvision_sets import TorchvisionSource
 
 PRETRAIN = frozenset({"pretrain", "downstream"})
@@ -56,8 +55,8 @@ def _train_test(pool: str = "train") -> dict[str, dict[str, str]]:
 def _cifar(name: str, label: str, title: str, num_classes: int, seed: int) -> DatasetSpec:
     pickled_dir = "cifar-10-batches-py" if num_classes == 10 else "cifar-100-python"
     carved = _Carved(5000, seed, pool=50000, test=10000)
-    factory = tv.CIFAR10 if num_classes == 10 else tv.CIFAR100
-    pickled = TorchvisionSource(factory, (pickled_dir,), {"pool": {"train": True}, "test": {"train": False}},
+    class_name = "CIFAR10" if num_classes == 10 else "CIFAR100"
+    pickled = TorchvisionSource(class_name, (pickled_dir,), {"pool": {"train": True}, "test": {"train": False}},
                                 carved.carve)  # fmt: skip
     fixed = CIFAR10_CLASSES if num_classes == 10 else None
     order = "canonical CIFAR-10 order: " + ", ".join(CIFAR10_CLASSES) if fixed else "100 fine-label folders, sorted"
@@ -108,7 +107,7 @@ def _stl10() -> DatasetSpec:
         splits=("train", "val", "trainval", "test", "unlabeled", "train+unlabeled"),
         sizes={**carved.sizes, "unlabeled": 100000, "train+unlabeled": 105000},
         split_notes=carved.notes + "; pretraining uses train+unlabeled (the unlabeled images have label -1)",
-        source=TorchvisionSource(tv.STL10, tuple(f"stl10_binary/{f}" for f in files), official, carved.carve),
+        source=TorchvisionSource("STL10", tuple(f"stl10_binary/{f}" for f in files), official, carved.carve),
     )  # fmt: skip
 
 
@@ -126,21 +125,21 @@ def _torchvision_downstream() -> list[DatasetSpec]:
         DatasetSpec(
             name="food101", label="Food", title="Food-101", num_classes=101, sizes=food.sizes, split_notes=food.notes,
             layout="<root>/food-101/{images/<class>/*.jpg, meta/{train,test}.json, meta/{train,test}.txt}",
-            source=TorchvisionSource(tv.Food101, ("food-101/images", "food-101/meta"), _train_test(), food.carve,
+            source=TorchvisionSource("Food101", ("food-101/images", "food-101/meta"), _train_test(), food.carve,
                                      counted={"trainval": "food-101/meta/train.txt", "test": "food-101/meta/test.txt"}),
         ),
         DatasetSpec(
             name="pets", label="Pets", title="Oxford-IIIT Pets", num_classes=37, metric="class_avg", sizes=pets.sizes,
             split_notes=pets.notes, layout="<root>/oxford-iiit-pet/{images/*.jpg, annotations/{trainval,test}.txt}",
-            source=TorchvisionSource(tv.OxfordIIITPet, ("oxford-iiit-pet/images", *pets_lists.values()),
+            source=TorchvisionSource("OxfordIIITPet", ("oxford-iiit-pet/images", *pets_lists.values()),
                                      _train_test("trainval"), pets.carve, counted=pets_lists),
         ),
         DatasetSpec(
             name="flowers", label="Flowers", title="Oxford Flowers-102", num_classes=102, metric="class_avg",
             sizes=_sizes(1020, 1020, 6149), split_notes="official train/val/test; trainval = train + val",
             layout="<root>/flowers-102/{jpg/image_*.jpg, imagelabels.mat, setid.mat}",
-            source=TorchvisionSource(tv.Flowers102, ("flowers-102/jpg", "flowers-102/imagelabels.mat",
-                                                     "flowers-102/setid.mat"), official_three),
+            source=TorchvisionSource("Flowers102", ("flowers-102/jpg", "flowers-102/imagelabels.mat",
+                                                    "flowers-102/setid.mat"), official_three),
         ),
         DatasetSpec(
             name="caltech101", label="Caltech", title="Caltech-101", num_classes=101, metric="class_avg",
@@ -148,7 +147,7 @@ def _torchvision_downstream() -> list[DatasetSpec]:
             split_notes=f"no official split: per class 25 train + 5 val images (stratified, seed {OWN_SEED}), the "
                         "rest is test; the sizes of the authors' splits/caltech101.pth, other images",
             layout="<root>/caltech101/101_ObjectCategories/<class>/image_*.jpg   (BACKGROUND_Google is ignored)",
-            source=TorchvisionSource(tv.Caltech101, ("caltech101/101_ObjectCategories",), {"pool": {}},
+            source=TorchvisionSource("Caltech101", ("caltech101/101_ObjectCategories",), {"pool": {}},
                                      StratifiedCarve(val_per_class=5, train_per_class=25, seed=OWN_SEED),
                                      classes_attr="categories", targets_attr="y"),
         ),
@@ -156,7 +155,7 @@ def _torchvision_downstream() -> list[DatasetSpec]:
             name="cars", label="Cars", title="Stanford Cars", num_classes=196, sizes=cars.sizes, split_notes=cars.notes,
             layout="<root>/stanford_cars/{devkit/{cars_meta.mat, cars_train_annos.mat}, cars_train/*.jpg, "
                    "cars_test/*.jpg, cars_test_annos_withlabels.mat}",
-            source=TorchvisionSource(tv.StanfordCars, tuple(f"stanford_cars/{f}" for f in cars_files),
+            source=TorchvisionSource("StanfordCars", tuple(f"stanford_cars/{f}" for f in cars_files),
                                      _train_test(), cars.carve),
         ),
         DatasetSpec(
@@ -164,8 +163,8 @@ def _torchvision_downstream() -> list[DatasetSpec]:
             sizes=_sizes(3334, 3333, 3333, 6667), split_notes="official train/val/trainval/test (variant level)",
             layout="<root>/fgvc-aircraft-2013b/data/{images/*.jpg, variants.txt, "
                    "images_variant_{train,val,trainval,test}.txt}",
-            source=TorchvisionSource(tv.FGVCAircraft, (f"{aircraft_data}/images", f"{aircraft_data}/variants.txt",
-                                                       *aircraft_lists.values()),
+            source=TorchvisionSource("FGVCAircraft", (f"{aircraft_data}/images", f"{aircraft_data}/variants.txt",
+                                                      *aircraft_lists.values()),
                                      {s: {"split": s, "annotation_level": "variant"} for s in aircraft_lists},
                                      counted=aircraft_lists),
         ),
@@ -174,7 +173,7 @@ def _torchvision_downstream() -> list[DatasetSpec]:
             split_notes="official partition 1 train/val/test; trainval = train + val",
             layout="<root>/dtd/dtd/{images/<class>/*.jpg, labels/{train,val,test}1.txt}   (torchvision's layout: "
                    "the official tarball's dtd/ folder inside <root>/dtd/)",
-            source=TorchvisionSource(tv.DTD, ("dtd/dtd/images", *dtd_lists.values()),
+            source=TorchvisionSource("DTD", ("dtd/dtd/images", *dtd_lists.values()),
                                      {s: {"split": s, "partition": 1} for s in dtd_lists}, counted=dtd_lists),
         ),
     ]  # fmt: skip

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-
-from torch.utils.data import Dataset
+from typing import TYPE_CHECKING
 
 from cassle.data.folder_sets import FolderSource
-from cassle.data.folders import Transform
+from cassle.data.layout import Transform
 from cassle.data.torchvision_sets import TorchvisionSource
+
+if TYPE_CHECKING:  # torch is imported where a split is loaded: the workflow plan checks roots without it
+    from torch.utils.data import Dataset
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 

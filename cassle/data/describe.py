@@ -24,7 +24,7 @@ from torch.utils.data import Dataset, Subset
 from cassle.core.observe import DatasetUse
 from cassle.data.folders import ImageFiles
 from cassle.data.synthetic import SyntheticShapes
-from cassle.data.torchvision_sets import VisionItems
+from cassle.data.vision_items import VisionItems
 
 DIGEST_LENGTH = 16
 

@@ -1,17 +1,20 @@
-"""PASCAL VOC detection in the VOC07 protocol: train on 07+12 trainval, test on 07 test."""
+"""PASCAL VOC detection in the VOC07 protocol: train on 07+12 trainval, test on 07 test.
+
+torch and torchvision are imported where a split is loaded: the workflow plan checks roots without them.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch.utils.data import ConcatDataset
-from torchvision.datasets import VOCDetection
+from cassle.data.layout import Transform, count_lines, require
 
-from cassle.data.folders import Transform, count_lines, require
-from cassle.data.torchvision_sets import VisionItems
+if TYPE_CHECKING:
+    import torch
+
+    from cassle.data.vision_items import VisionItems
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -29,6 +32,8 @@ def voc_target(annotation: dict[str, Any]) -> dict[str, torch.Tensor]:
     """torchvision detection target of a parsed VOC annotation: `boxes` [N, 4] float (x1, y1, x2, y2, 0-based:
     xmin and ymin minus 1, as detectron2 reads VOC), `labels` [N] int64 in 1..20 (0 is the background) and
     `difficult` [N] bool (the VOC07 evaluation ignores difficult objects; they are kept for training)."""
+    import torch
+
     objects = annotation["annotation"].get("object", [])
     boxes = [[float(obj["bndbox"][key]) for key in ("xmin", "ymin", "xmax", "ymax")] for obj in objects]
     box_tensor = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
@@ -49,6 +54,11 @@ class VocSource:
         return folders + [_list_file(year, image_set) for parts in VOC_SPLITS.values() for year, image_set in parts]
 
     def load(self, root: Path, split: str, transform: Transform | None = None) -> VisionItems:
+        from torch.utils.data import ConcatDataset
+        from torchvision.datasets import VOCDetection
+
+        from cassle.data.vision_items import VisionItems
+
         require(root, *self.required())
         parts = [VOCDetection(root, year=year, image_set=subset, download=False) for year, subset in VOC_SPLITS[split]]
         return VisionItems(ConcatDataset(parts), VOC_CLASSES, transform=transform, target_transform=voc_target)

@@ -1,13 +1,20 @@
-"""Datasets stored as class folders: `root/train/<class>/*`, `root/<test dir>/<class>/*`, maybe `root/val/<class>/*`."""
+"""Datasets stored as class folders: `root/train/<class>/*`, `root/<test dir>/<class>/*`, maybe `root/val/<class>/*`.
+
+The image dataset (torch, PIL) is imported where a split is loaded: the workflow plan checks roots without it.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cassle.data.errors import LayoutError
-from cassle.data.folders import ImageFiles, Sample, Transform, relabel, scan_class_folders
+from cassle.data.layout import Sample, Transform, relabel, scan_class_folders
 from cassle.data.splits import RandomCarve, StratifiedCarve, pool_indices, stratified_indices
+
+if TYPE_CHECKING:
+    from cassle.data.folders import ImageFiles
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,8 @@ class FolderSource:
         *,
         skip_corrupt: bool | None = None,
     ) -> ImageFiles:
+        from cassle.data.folders import ImageFiles
+
         classes, official = self.scan(root)
         if split == "test":
             samples = official["test"]

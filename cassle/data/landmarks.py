@@ -1,16 +1,23 @@
-"""300 Faces In-the-Wild (300W): 68 facial landmarks per image, regressed from a square face crop."""
+"""300 Faces In-the-Wild (300W): 68 facial landmarks per image, regressed from a square face crop.
+
+torch and PIL are imported where landmarks and images are read: the workflow plan checks roots without them.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
-from PIL import Image
+from typing import TYPE_CHECKING
 
 from cassle.data.errors import LayoutError
-from cassle.data.folders import ImageFiles, Sample, Transform, list_images, open_rgb, require
+from cassle.data.layout import Sample, Transform, list_images, require
 from cassle.data.splits import ShuffledSplit
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+    from cassle.data.folders import ImageFiles
 
 FOLDERS = ("01_Indoor", "02_Outdoor")
 NUM_LANDMARKS = 68
@@ -18,6 +25,8 @@ NUM_LANDMARKS = 68
 
 def read_pts(path: Path) -> torch.Tensor:
     """Landmarks [68, 2] (x, y in pixels) of an ibug `.pts` file (`version`, `n_points`, then `{ x y ... }`)."""
+    import torch
+
     try:
         text = path.read_text()
         body = text[text.index("{") + 1 : text.index("}")]
@@ -34,6 +43,10 @@ def crop_to_landmarks(sample: Sample) -> tuple[Image.Image, torch.Tensor]:
     (x1, y1, x2, ...) relative to the crop, divided by its side and then L2-normalised as one vector.
 
     Resizing or centre-cropping the square crop to any square size leaves this target unchanged."""
+    import torch
+
+    from cassle.data.folders import open_rgb
+
     path, points = sample
     image = open_rgb(path)
     low, high = points.min(0).values, points.max(0).values
@@ -63,6 +76,8 @@ class Faces300WSource:
     def load(
         self, root: Path, split: str, transform: Transform | None = None, *, skip_corrupt: bool | None = None
     ) -> ImageFiles:
+        from cassle.data.folders import ImageFiles
+
         images = self.scan(root)
         chosen = [images[i] for i in self.split_rule.indices(split, len(images))]
         samples = [(path, read_pts(path.with_suffix(".pts"))) for path in chosen]

@@ -7,14 +7,15 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
-
-from torch.utils.data import Dataset
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cassle.data.errors import DatasetNotFoundError, LayoutError
-from cassle.data.folders import Transform
+from cassle.data.layout import Transform
 from cassle.data.roots import root_from_environment
 from cassle.data.splits import SPLITS
+
+if TYPE_CHECKING:  # torch is imported where a split is loaded: the workflow plan reads specs without it
+    from torch.utils.data import Dataset
 
 KINDS = ("pretrain", "downstream", "detection")
 METRICS = ("top1", "class_avg", "r2", "ap")

@@ -1,11 +1,12 @@
-"""Seeded, deterministic train/val carve-outs of official training pools."""
+"""Seeded, deterministic train/val carve-outs of official training pools.
+
+torch (its seeded `randperm`) is imported where a carve is computed: the registry describes carves without it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import torch
 
 from cassle.data.errors import LayoutError
 
@@ -13,6 +14,8 @@ SPLITS = ("train", "val", "trainval", "test")
 
 
 def _permutation(n: int, seed: int) -> list[int]:
+    import torch
+
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
 
 
@@ -60,6 +63,8 @@ class StratifiedCarve:
 
     def indices(self, targets: Sequence[int]) -> tuple[list[int], list[int], list[int]]:
         """Sorted (train, val, rest) indices into a pool with these per-item class labels."""
+        import torch
+
         by_class: dict[int, list[int]] = {}
         for index, label in enumerate(targets):
             by_class.setdefault(int(label), []).append(index)

@@ -1,13 +1,20 @@
-"""SUN397 with its official partition 1 (Training_01.txt / Testing_01.txt)."""
+"""SUN397 with its official partition 1 (Training_01.txt / Testing_01.txt).
+
+The image dataset (torch, PIL) is imported where a split is loaded: the workflow plan checks roots without it.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cassle.data.errors import LayoutError
-from cassle.data.folders import ImageFiles, Sample, Transform, count_lines, require
+from cassle.data.layout import Sample, Transform, count_lines, require
 from cassle.data.splits import StratifiedCarve, stratified_indices
+
+if TYPE_CHECKING:
+    from cassle.data.folders import ImageFiles
 
 PARTITION_FILES = {"trainval": "SUN397/Training_01.txt", "test": "SUN397/Testing_01.txt"}
 CLASS_FILE = "SUN397/ClassName.txt"
@@ -42,6 +49,8 @@ class Sun397Source:
     def load(
         self, root: Path, split: str, transform: Transform | None = None, *, skip_corrupt: bool | None = None
     ) -> ImageFiles:
+        from cassle.data.folders import ImageFiles
+
         classes, samples = self.scan(root, PARTITION_FILES["test" if split == "test" else "trainval"])
         if split != "test":
             samples = [samples[i] for i in stratified_indices(split, [label for _, label in samples], self.carve)]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,12 +20,12 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms.functional import to_pil_image
 
+from cassle.data.synthetic_source import DEFAULT_LENGTHS, DEFAULT_SIZE
+
 SHAPES = ("disc", "square", "triangle", "cross")
 COLORS = ("red", "green", "blue", "yellow")
 PALETTE = torch.tensor([[0.85, 0.12, 0.12], [0.12, 0.70, 0.18], [0.15, 0.30, 0.90], [0.90, 0.80, 0.10]])
 TARGETS = ("joint", "shape", "color")
-DEFAULT_SIZE = 32
-DEFAULT_LENGTHS = {"train": 2048, "val": 512, "test": 1024}
 SYNTHETIC_SPLITS = ("train", "val", "trainval", "test")
 # Image i of a split draws its random numbers from numpy's generator seeded with (seed, split id, i).
 _SPLIT_ID = {"train": 0, "val": 1, "test": 2}
@@ -170,29 +169,3 @@ class SyntheticShapes(Dataset):
     def __getitems__(self, indices: Sequence[int]) -> list[tuple[Any, int]]:
         """Batched fetch used by torch's DataLoader: renders the whole batch at once."""
         return [self._item(image, index) for image, index in zip(self.render(indices), indices)]
-
-
-@dataclass(frozen=True)
-class SyntheticSource:
-    """Registry loader of the shapes dataset with one label set; registry items are PIL images by default."""
-
-    target: str = "joint"
-
-    def load(
-        self,
-        root: object,
-        split: str,
-        transform: Callable[[Any], Any] | None = None,
-        *,
-        size: int = DEFAULT_SIZE,
-        seed: int = 0,
-        lengths: Mapping[str, int] | None = None,
-        as_pil: bool = True,
-    ) -> SyntheticShapes:
-        return SyntheticShapes(
-            split, size=size, target=self.target, seed=seed, lengths=lengths, as_pil=as_pil, transform=transform
-        )
-
-    def probe(self, root: object) -> dict[str, int]:
-        """Nothing to check: the images need no files."""
-        return {}

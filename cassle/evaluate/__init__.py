@@ -1,15 +1,16 @@
 """Downstream evaluations of frozen backbones: feature extraction and one module per task.
 
 `EVAL_TASKS` is the one list of tasks: `cassle eval TASK`, the workflow's evaluation rule and the plan's checks all
-read it. A task `T` is the module `cassle.evaluate.T` with `add_arguments(parser)` and `run(args) -> int`; it is
-imported only when used (torch, torchvision and scikit-learn take seconds), so this package imports nothing heavy.
+read it. A task `T` is the module `cassle.evaluate.T` with `run(args) -> int`, and its options are the function
+`T(parser)` of `cassle.evaluate.options`. Parsing them imports no task module: the planner and `cassle launch
+--check-only` parse options only to reject bad ones, and torch, torchvision and scikit-learn take seconds. The task
+module is imported when the parsed command runs, so this package, and the options, import nothing heavy.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-from collections.abc import Callable
 from functools import partial
 from types import ModuleType
 
@@ -38,11 +39,14 @@ def task_module(task: str) -> ModuleType:
 
 
 def task_parser(task: str, parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    """The options of `cassle eval TASK` added to `parser` (a new one by default), which then runs the task."""
-    module = task_module(task)
-    parser = parser or argparse.ArgumentParser(prog=f"cassle eval {task}", description=EVAL_TASKS[task])
-    module.add_arguments(parser)
-    parser.set_defaults(run=partial(_run_task, module.run))
+    """The options of `cassle eval TASK` added to `parser` (a new one by default), which then runs the task (its
+    module is imported only then)."""
+    from cassle.evaluate import options  # cassle.nets (resnet_names): only where a parser is built
+
+    summary = EVAL_TASKS[task]  # an unknown task raises UnknownNameError
+    parser = parser or argparse.ArgumentParser(prog=f"cassle eval {task}", description=summary)
+    getattr(options, task)(parser)
+    parser.set_defaults(run=partial(_run_task, task))
     return parser
 
 
@@ -53,9 +57,10 @@ def reference_table() -> str:
     return "\n".join(lines)
 
 
-def _run_task(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    """Set torch's threads from the job's CPUs (--threads), then run the task."""
+def _run_task(task: str, args: argparse.Namespace) -> int:
+    """Import the task's module, set torch's threads from the job's CPUs (--threads), then run the task."""
     from cassle.evaluate.command import set_threads  # torch
 
+    module = task_module(task)
     set_threads(args)
-    return run(args)
+    return module.run(args)

@@ -30,12 +30,10 @@ from tqdm import tqdm
 from cassle.augment import ViewSampler
 from cassle.core.io import write_json
 from cassle.evaluate import CONDITIONING_HISTOGRAM
-from cassle.evaluate.command import add_common_arguments, backbone_from_args, write_eval_metrics
+from cassle.evaluate.command import backbone_from_args, write_eval_metrics
 from cassle.evaluate.features import eval_transform, load_split
 from cassle.evaluate.load import load_method
 from cassle.evaluate.sensitivity import augment_settings, batch_loader, save_figure
-
-DEFAULT_PAIRS = 5000  # the paper's number of pairs
 
 
 class Conditioned(Protocol):
@@ -111,14 +109,6 @@ def plot_histograms(true: Tensor, random: Tensor, out: Path) -> list[str]:
     ax.legend()
     fig.tight_layout()
     return save_figure(fig, out, "conditioning")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of `cassle eval conditioning`."""
-    add_common_arguments(parser, dataset="imagenet100")
-    parser.add_argument("--split", default="test", help="dataset split of the images (default: test)")
-    parser.add_argument("--num-pairs", type=int, default=DEFAULT_PAIRS,
-                        help=f"number of positive pairs (default: {DEFAULT_PAIRS}, as the paper)")
 
 
 def run(args: argparse.Namespace) -> int:

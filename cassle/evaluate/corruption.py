@@ -20,8 +20,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from cassle.data import get_dataset
-from cassle.evaluate.command import add_common_arguments, backbone_from_args, write_eval_metrics
-from cassle.evaluate.corruptions import CORRUPTIONS, SEVERITIES, corrupt
+from cassle.evaluate.command import backbone_from_args, write_eval_metrics
+from cassle.evaluate.corruptions import corrupt
 from cassle.evaluate.features import (
     cached_features,
     eval_transform,
@@ -64,18 +64,6 @@ def summarize(clean: float, scores: Mapping[tuple[str, int], float]) -> dict[str
         metrics[f"severity/{severity}"] = sum(values) / len(values)
     metrics["mean"] = sum(scores.values()) / len(scores)
     return metrics
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of `cassle eval corruption`."""
-    add_common_arguments(parser, dataset="imagenet100")
-    parser.add_argument("--corruptions", nargs="+", choices=CORRUPTIONS, default=list(CORRUPTIONS),
-                        help="ImageNet-C weather corruptions to test (default: all four of Table 8)")
-    parser.add_argument("--severities", nargs="+", type=int, choices=SEVERITIES, default=list(SEVERITIES),
-                        help="severities 1-5 to test (default: all)")
-    parser.add_argument("--penalties", nargs="+", type=float, default=None,
-                        help="L2 penalty grid of the clean linear probe (default: the authors' 45 values in "
-                        "[1e-6, 1e5])")
 
 
 def _corrupted_features(args: argparse.Namespace, backbone: Any, info: Mapping[str, Any], name: str, severity: int

@@ -31,8 +31,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-CORRUPTIONS: tuple[str, ...] = ("brightness", "frost", "fog", "snow")
-SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
+from cassle.evaluate.settings import CORRUPTIONS, SEVERITIES
 REFERENCE_SIZE = 224  # ImageNet-C's image side; pixel lengths below are given at this size
 
 # make_imagenet_c.py parameter tables, one entry per severity 1..5.

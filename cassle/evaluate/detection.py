@@ -28,21 +28,25 @@ from tqdm import tqdm
 
 from cassle.core import observe
 from cassle.data import describe_dataset, get_dataset
-from cassle.evaluate.command import add_common_arguments, backbone_from_args, write_eval_metrics
+from cassle.evaluate.command import backbone_from_args, write_eval_metrics
+from cassle.evaluate.settings import (
+    BASE_BATCH,
+    BASE_LR,
+    ITERATIONS,
+    LR_STEPS,
+    MAX_SIZE,
+    ROIS_PER_IMAGE,
+    TEST_SIZE,
+    TRAIN_SIZES,
+    WARMUP_FACTOR,
+    WARMUP_ITERS,
+)
 from cassle.evaluate.voc_ap import evaluate_detections
 from cassle.nets import Backbone, ResNetBackbone
 
-# detectron2's MoCo VOC recipe (pascal_voc_R_50_C4_24k_moco.yaml on Base-RCNN-C4-BN.yaml).
-BASE_LR, BASE_BATCH = 0.02, 16
-ITERATIONS = 24000
-LR_STEPS = (18000, 22000)  # scaled with --iterations: at 3/4 and 11/12 of training
-WARMUP_ITERS, WARMUP_FACTOR = 100, 0.001
-TRAIN_SIZES: tuple[int, ...] = tuple(range(480, 801, 32))
-TEST_SIZE, MAX_SIZE = 800, 1333
 ANCHOR_SIZES: tuple[int, ...] = (32, 64, 128, 256, 512)
 ASPECT_RATIOS: tuple[float, ...] = (0.5, 1.0, 2.0)
 ROI_SIZE = 14
-ROIS_PER_IMAGE = 512
 NORM_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm, nn.GroupNorm, nn.LayerNorm)
 LOSS_WINDOW = 20  # iterations averaged for the reported final training loss
 
@@ -281,39 +285,6 @@ def _lr_steps(args: argparse.Namespace) -> list[int]:
     if args.lr_steps is not None:
         return list(args.lr_steps)
     return [round(args.iterations * step / ITERATIONS) for step in LR_STEPS]
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of `cassle eval detection`: the common evaluation options plus the detector's training recipe."""
-    add_common_arguments(parser, dataset="voc2007")
-    parser.set_defaults(batch_size=BASE_BATCH)
-    recipe = parser.add_argument_group(
-        "detector training", f"Defaults follow detectron2's MoCo VOC R50-C4 recipe; --batch-size (images per "
-        f"training step and per test forward pass) defaults to {BASE_BATCH} here.")
-    recipe.add_argument("--iterations", type=int, default=ITERATIONS,
-                        help=f"SGD iterations (default: {ITERATIONS})")
-    recipe.add_argument("--lr", type=float, default=None,
-                        help=f"base learning rate (default: {BASE_LR} x batch size / {BASE_BATCH}, linear scaling)")
-    recipe.add_argument("--lr-steps", type=int, nargs="+", default=None,
-                        help="iterations at which the learning rate drops x0.1 (default: 3/4 and 11/12 of "
-                        f"--iterations, i.e. {LR_STEPS[0]} {LR_STEPS[1]} for {ITERATIONS})")
-    recipe.add_argument("--warmup-iters", type=int, default=WARMUP_ITERS,
-                        help=f"linear warm-up iterations from {WARMUP_FACTOR} x lr (default: {WARMUP_ITERS})")
-    recipe.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default: 0.9)")
-    recipe.add_argument("--weight-decay", type=float, default=1e-4,
-                        help="weight decay, not applied to norm layers (default: 1e-4)")
-    recipe.add_argument("--train-sizes", type=int, nargs="+", default=list(TRAIN_SIZES),
-                        help="shorter-side sizes drawn at random for each training image (default: 480 512 ... 800)")
-    recipe.add_argument("--test-size", type=int, default=TEST_SIZE,
-                        help=f"shorter-side size at test time (default: {TEST_SIZE})")
-    recipe.add_argument("--max-size", type=int, default=MAX_SIZE,
-                        help=f"upper bound of the longer side (default: {MAX_SIZE})")
-    recipe.add_argument("--rois-per-image", type=int, default=ROIS_PER_IMAGE,
-                        help=f"proposals sampled per training image for the box head (default: {ROIS_PER_IMAGE})")
-    recipe.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
-                        help="bfloat16 autocast on CUDA (ignored on CPU; default: on)")
-    recipe.add_argument("--eleven-point", action="store_true",
-                        help="VOC2007 11-point AP (detectron2's VOC07 setting) instead of all-point interpolation")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -244,6 +244,6 @@ def split_features(
 
 
 def feature_options(args: Any, device: torch.device) -> dict[str, Any]:
-    """`split_features` keyword arguments from the common `cassle eval` options (see command.add_common_arguments)."""
+    """`split_features` keyword arguments from the common `cassle eval` options (see options.add_common_arguments)."""
     return {"root": args.data_root, "batch_size": args.batch_size, "device": device, "workers": args.workers,
             "max_images": args.max_images, "progress": not args.quiet}

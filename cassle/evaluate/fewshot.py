@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cassle.evaluate.command import add_common_arguments, backbone_from_args, write_eval_metrics
+from cassle.evaluate.command import backbone_from_args, write_eval_metrics
 from cassle.evaluate.features import eval_transform, feature_options, split_features
 
 
@@ -97,18 +97,6 @@ def few_shot(x: np.ndarray, labels: np.ndarray, ways: int, shots: int, queries: 
     mean, interval = mean_and_interval(accuracies)
     return {"accuracy": mean, "ci95": interval, "std": float(accuracies.std()), "tasks": tasks,
             "classes": len(by_class), "ways": ways, "shots": shots, "queries": queries}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of `cassle eval fewshot`."""
-    add_common_arguments(parser)
-    parser.add_argument("--splits", nargs="+", default=["trainval", "test"],
-                        help="splits whose images form the episode pool (default: trainval test, i.e. all images)")
-    parser.add_argument("--ways", type=int, default=5, help="classes per episode (default: 5)")
-    parser.add_argument("--shots", type=int, nargs="+", default=[1, 5],
-                        help="support images per class, one setting per value (default: 1 5)")
-    parser.add_argument("--queries", type=int, default=16, help="query images per class (default: 16)")
-    parser.add_argument("--tasks", type=int, default=2000, help="episodes per setting (default: 2000)")
 
 
 def run(args: argparse.Namespace) -> int:

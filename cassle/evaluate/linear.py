@@ -33,12 +33,13 @@ from cassle.core.devices import resolve_device
 from cassle.core.io import file_sha256, write_json
 from cassle.core.provenance import provenance
 from cassle.data import get_dataset
-from cassle.evaluate.command import add_common_arguments, backbone_from_args, eval_record
+from cassle.evaluate.command import backbone_from_args, eval_record
 from cassle.evaluate.features import feature_options, split_features
 from cassle.evaluate.logistic import LinearModel, LogisticProblem, SolverSettings, logistic_path
-from cassle.evaluate.metrics import METRICS, REGRESSION_METRICS, check_metric, pearson_r2, score
+from cassle.evaluate.metrics import check_metric, pearson_r2, score
+from cassle.evaluate.settings import REGRESSION_METRICS
 
-__all__ = ["PENALTIES", "LinearModel", "SolverSettings", "add_arguments", "linear_probe", "run", "score"]
+__all__ = ["PENALTIES", "LinearModel", "SolverSettings", "linear_probe", "run", "score"]
 
 SPLIT_NAMES = ("train", "val", "test")
 PENALTIES: tuple[float, ...] = tuple(torch.logspace(-6, 5, 45, dtype=torch.float64).tolist())
@@ -188,20 +189,6 @@ def load_feature_dir(folder: Path) -> dict[str, dict[str, Tensor]]:
                                                                         if isinstance(data, Mapping) else ""))
         splits[name] = {"x": torch.as_tensor(data["x"]), "y": torch.as_tensor(data["y"])}
     return splits
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of `cassle eval linear` (the common `cassle eval` options, SOURCE optional, plus --features)."""
-    add_common_arguments(parser, source_required=False)
-    parser.add_argument("--features", type=Path, default=None,
-                        help="evaluate precomputed features DIR/{train,val,test}.pt (each {'x': N x D, 'y': "
-                        "targets}) instead of extracting them from SOURCE")
-    parser.add_argument("--metric", choices=METRICS, default=None,
-                        help="score reported on test (default: the dataset's; required with --features)")
-    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32",
-                        help="precision of the probe (default: float32)")
-    parser.add_argument("--no-warm-start", dest="warm_start", action="store_false",
-                        help="start every penalty of the sweep from zero instead of the previous solution")
 
 
 def run(args: argparse.Namespace) -> int:

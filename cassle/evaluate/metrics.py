@@ -5,9 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-CLASSIFICATION_METRICS = ("top1", "class_avg")
-REGRESSION_METRICS = ("r2",)
-METRICS = CLASSIFICATION_METRICS + REGRESSION_METRICS
+from cassle.evaluate.settings import CLASSIFICATION_METRICS, METRICS
 
 
 def check_metric(metric: str) -> str:

@@ -25,7 +25,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from cassle.core.io import atomic_savefig
-from cassle.evaluate.command import add_common_arguments, backbone_from_args, write_eval_metrics
+from cassle.evaluate.command import backbone_from_args, write_eval_metrics
 from cassle.evaluate.features import feature_options, load_split, split_features, split_transform
 
 FIGURE_NAME = "retrieval"
@@ -121,19 +121,6 @@ def draw_grid(images: Mapping[int, Tensor], queries: Sequence[int], neighbours: 
         atomic_savefig(figure, path, dpi=150)
     plt.close(figure)
     return paths
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of `cassle eval retrieval`."""
-    add_common_arguments(parser)
-    parser.add_argument("--split", default="test", help="split searched and drawn (default: test)")
-    parser.add_argument("--k", type=int, default=4, help="neighbours shown per query (default: 4, as Fig. 5)")
-    parser.add_argument("--queries", type=int, nargs="+", default=None,
-                        help="indices of the figure's query images in the split (default: seeded random ones)")
-    parser.add_argument("--num-queries", type=int, default=10,
-                        help="number of random queries when --queries is not given (default: 10)")
-    parser.add_argument("--recall-k", type=int, nargs="+", default=[1, 5, 10],
-                        help="k values of recall@k (default: 1 5 10)")
 
 
 def run(args: argparse.Namespace) -> int:

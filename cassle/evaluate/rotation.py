@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from cassle.evaluate.command import add_common_arguments, backbone_from_args, write_eval_metrics
+from cassle.evaluate.command import backbone_from_args, write_eval_metrics
 from cassle.evaluate.features import feature_options, split_features
 from cassle.evaluate.linear import linear_probe
 
@@ -46,13 +46,6 @@ class Rotations(Dataset):
         if image.shape[-1] != image.shape[-2]:
             raise ValueError(f"rotation needs square images, got {tuple(image.shape[-2:])}; use a centre crop")
         return torch.rot90(image, k, dims=(-2, -1)), k
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of `cassle eval rotation`."""
-    add_common_arguments(parser)
-    parser.add_argument("--penalties", type=float, nargs="+", default=None,
-                        help="L2 penalties of the sweep (default: the authors' 45 values in [1e-6, 1e5])")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -29,14 +29,12 @@ from tqdm import tqdm
 
 from cassle.augment import OMEGA_DIM, OMEGA_SLICES, ViewSampler
 from cassle.core.io import atomic_savefig, read_json
-from cassle.evaluate.command import add_common_arguments, backbone_from_args, write_eval_metrics
+from cassle.evaluate.command import backbone_from_args, write_eval_metrics
 from cassle.evaluate.features import eval_transform, load_split
 from cassle.evaluate.load import load_method
+from cassle.evaluate.settings import AUGMENTATIONS, TEMPERATURE
 from cassle.nets import Backbone, Normalize
 
-AUGMENTATIONS: tuple[str, ...] = ("crop", "color", "flip", "grayscale", "blur", "identity")
-DEFAULT_AUGMENTATIONS: tuple[str, ...] = ("crop", "color", "flip", "grayscale", "blur")
-TEMPERATURE = 0.2
 PROJECTOR_STAGE = "projector"
 # ViewSampler probabilities that switch every augmentation off; one of them is set to 1 per augmentation.
 _ALL_OFF = {"flip_p": 0.0, "jitter_p": 0.0, "gray_p": 0.0, "blur_p": 0.0}
@@ -195,20 +193,6 @@ def _compared(path: Path) -> tuple[str, dict[str, dict[str, float]]]:
     if record.get("task") != "sensitivity":
         raise ValueError(f"--compare {path}: {file} holds task {record.get('task')!r}, not 'sensitivity'")
     return record.get("options", {}).get("label") or str(path), unflatten_metrics(record["metrics"])
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of `cassle eval sensitivity`."""
-    add_common_arguments(parser, dataset="imagenet100")
-    parser.add_argument("--split", default="test", help="dataset split of the images (default: test)")
-    parser.add_argument("--augmentations", nargs="+", choices=AUGMENTATIONS, default=list(DEFAULT_AUGMENTATIONS),
-                        help="augmentations to measure, each applied alone with p=1 (default: the five of Fig 6)")
-    parser.add_argument("--temperature", type=float, default=TEMPERATURE, help="InfoNCE temperature (default 0.2)")
-    parser.add_argument("--label", default=None, help="name of this source in figures (default: framework and "
-                        "variant of the run, or the file name)")
-    parser.add_argument("--compare", nargs="+", type=Path, default=[],
-                        help="--out folders (or metrics.json files) of earlier sensitivity runs to draw as extra "
-                        "lines in the figure (Figs 6, 8-10)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,43 +1,32 @@
-"""The frameworks, one module each, in a registry by name. Adding a framework = one module + one line here.
+"""The frameworks: one module each (its loss), and their table by name (frameworks.py, without torch).
 
-Registration order is the order of the paper's tables (the report lists frameworks in it).
+Adding a framework = one module + one `Framework` line in frameworks.py. Registration order is the order of the
+paper's tables (the report lists frameworks in it).
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cassle.core.registry import Registry
-from cassle.methods.barlow import BarlowTwins
-from cassle.methods.base import VARIANTS, AugSelfLoss, Method, SSLOutput
-from cassle.methods.byol import BYOL
-from cassle.methods.mocov1 import MoCoV1
-from cassle.methods.mocov2 import MoCoV2
-from cassle.methods.mocov3 import MoCoV3
-from cassle.methods.simclr import SimCLR
-from cassle.methods.simsiam import SimSiam
-from cassle.nets import MLPSpec
+from cassle.core.lazy import lazy_namespace
+from cassle.methods.frameworks import FRAMEWORKS
 
-METHODS: Registry[type[Method]] = Registry("framework", [
-    (method.name, method) for method in (SimCLR, MoCoV2, BarlowTwins, MoCoV3, BYOL, SimSiam, MoCoV1)
-])
+if TYPE_CHECKING:
+    from cassle.methods.base import Method
+    from cassle.nets import MLPSpec
 
-
-def get_method(name: str) -> type[Method]:
-    """The framework registered as `name` (UnknownNameError, a ValueError, when there is none)."""
-    return METHODS[name]
-
-
-def framework_defaults(name: str) -> dict[str, Any]:
-    """The framework's config defaults (the paper's Table 5 and the reference notes)."""
-    return dict(get_method(name).defaults)
+_LAZY, __getattr__, __dir__ = lazy_namespace(__name__, {
+    "base": ["AugSelfLoss", "Method", "SSLOutput"],
+    "frameworks": ["FRAMEWORKS", "VARIANTS", "Framework", "framework_defaults", "get_method"],
+})
+__all__ = [*_LAZY, "build_method"]
 
 
 def build_method(config: Mapping[str, Any]) -> Method:
     """The model for a resolved config (see cassle.config.load_config)."""
-    return get_method(config["framework"])(config)
+    return FRAMEWORKS[config["framework"]].method()(config)
 
 
 def _head(spec: MLPSpec | None) -> str:
@@ -51,19 +40,14 @@ def reference_table() -> str:
     """The Markdown table of every registered framework (docs/frameworks.md embeds it; a test keeps them equal)."""
     lines = ["| framework | label | module: what it is | momentum encoder (EMA) | projector | predictor | defaults |",
              "|---|---|---|---|---|---|---|"]
-    for name, method in METHODS.items():
-        module = sys.modules[method.__module__]
-        summary = (module.__doc__ or "").strip().splitlines()[0]
-        d = method.defaults
-        ema = "-" if not method.momentum_encoder else f"{d['ema']}" if d["ema"] == d["ema_final"] \
+    for name, framework in FRAMEWORKS.items():
+        module = framework.method().__module__
+        summary = (sys.modules[module].__doc__ or "").strip().splitlines()[0]
+        d, heads = framework.defaults, framework.heads
+        ema = "-" if not framework.momentum_encoder else f"{d['ema']}" if d["ema"] == d["ema_final"] \
             else f"{d['ema']} -> {d['ema_final']}"
-        heads = method.heads
         predictor = _head(heads.predictor) if heads is not None else "none"
         defaults = f"{d['backbone']}, {d['epochs']} epochs, batch {d['batch_size']}, {d['optimizer']} lr {d['base_lr']}"
-        lines.append(f"| `{name}` | {method.label} | `{method.__module__.removeprefix('cassle.')}`: {summary} | {ema} "
+        lines.append(f"| `{name}` | {framework.label} | `{module.removeprefix('cassle.')}`: {summary} | {ema} "
                      f"| {_head(heads.projector if heads else None)} | {predictor} | {defaults} |")
     return "\n".join(lines)
-
-
-__all__ = ["METHODS", "VARIANTS", "AugSelfLoss", "Method", "SSLOutput", "build_method", "framework_defaults",
-           "get_method"]

@@ -10,7 +10,6 @@ from torch import Tensor
 from cassle.core.optim import BIAS_AND_NORM, param_groups
 from cassle.losses import barlow_twins
 from cassle.methods.base import Method, SSLOutput
-from cassle.nets import HeadSpecs, MLPSpec
 
 
 class BarlowTwins(Method):
@@ -18,12 +17,6 @@ class BarlowTwins(Method):
     further standardisation. Defaults are the paper's Table 5: SGD with biases and norms at lr x 0.024 (the ratio of
     Barlow Twins' two LARS learning rates) and 10 warm-up epochs from lr/10 (the authors' LinearLR start);
     `optimizer=lars` gives the original optimiser."""
-
-    name = "barlow"
-    label = "Barlow Twins"
-    heads = HeadSpecs(MLPSpec(3, 8192, 8192, last_bn=True, last_bn_affine=False))
-    defaults = dict(backbone="resnet50", epochs=500, batch_size=256, optimizer="sgd", base_lr=0.05,
-                    weight_decay=1e-4, warmup_epochs=10.0, warmup_start_factor=0.1, lambd=0.0051)
 
     def optimizer_groups(self) -> list[dict[str, Any]]:
         lars = self.config["optimizer"] == "lars"

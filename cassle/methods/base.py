@@ -1,9 +1,9 @@
 """The small base class every framework builds on: backbone, (conditioned) projector, predictor, momentum copies,
 and the variant hooks (CASSLE conditions the projector on omega, AugSelf adds omega-prediction heads).
 
-A framework module subclasses `Method`, declares its name, label, heads and defaults, and implements
-`ssl_loss(views, omegas) -> SSLOutput`; everything that varies with the variant lives here, so a variant never forks
-a framework. `VARIANTS` is the one list of variants.
+A framework module subclasses `Method` and implements `ssl_loss(views, omegas) -> SSLOutput`; its name, label, heads
+and defaults are its line in frameworks.py. Everything that varies with the variant lives here, so a variant never
+forks a framework.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import copy
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -21,20 +21,8 @@ from torch.nn import functional as F
 from cassle.augment import RELATIVE_BINARY_KEYS, omega_dim, relative_omega, select_omega
 from cassle.core.optim import param_groups
 from cassle.core.schedules import ema_momentum
-from cassle.nets import (
-    INJECTIONS,
-    AugSelfHead,
-    ConditioningConfig,
-    ConditioningError,
-    HeadSpecs,
-    Normalize,
-    build_backbone,
-    build_projector,
-    input_statistics,
-)
-
-VARIANTS: dict[str, str] = {"vanilla": "Vanilla", "augself": "AugSelf", "cassle": "CASSLE"}
-"""The variants every framework runs in (config key `variant`), with their labels in the paper's tables."""
+from cassle.methods.frameworks import FRAMEWORKS
+from cassle.nets import AugSelfHead, HeadSpecs, Normalize, build_backbone, build_projector, input_statistics
 
 
 @dataclass
@@ -77,63 +65,38 @@ class AugSelfLoss(nn.Module):
 class Method(nn.Module):
     """Backbone + projector (+ predictor) (+ momentum copies) trained with one SSL objective.
 
-    Subclasses set `name` (config key `framework`), `label` (its name in the paper's tables), `heads` (projector and
-    predictor shapes: the paper's Table 5), `defaults` (config defaults), `momentum_encoder`, and implement
-    `ssl_loss`. forward(views, omegas, step, total_steps) returns a dict of losses whose "loss" entry is the total
-    to minimise.
+    A subclass implements `ssl_loss`; `self.framework` (its line in frameworks.py, chosen by config key `framework`)
+    gives its heads (the paper's Table 5), defaults and whether it keeps momentum copies. forward(views, omegas,
+    step, total_steps) returns a dict of losses whose "loss" entry is the total to minimise.
     """
-
-    name: ClassVar[str]
-    label: ClassVar[str]
-    heads: ClassVar[HeadSpecs | None]  # None: no projector
-    defaults: ClassVar[dict[str, Any]]
-    momentum_encoder: ClassVar[bool] = False
-    injections: ClassVar[tuple[str, ...]] = tuple(INJECTIONS)  # the CASSLE injections this framework can use
-    injection_note: ClassVar[str] = ""  # why it cannot use the others
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__()
         self.config = dict(config)
+        self.framework = FRAMEWORKS[config["framework"]]
         self.normalize = Normalize(*input_statistics(config["dataset"]))
         self.backbone = build_backbone(config["backbone"], config["cifar_stem"], image_size=config["image_size"],
                                        zero_init_residual=config["zero_init_residual"],
                                        authors_init=config["backbone_init"] == "authors")
-        self.conditioning = self.conditioning_config(config)
+        self.conditioning = self.framework.conditioning_config(config)
         self.omega_keys = self.conditioning.omega_keys if self.conditioning else ()
         specs = self.head_specs()
         self.projector = self.build_projector(specs, self.backbone.num_features)
         self.predictor = specs.build_predictor() if specs else None
         self.augself = AugSelfLoss(self.backbone.num_features, config["augself.weights"]) \
             if config["variant"] == "augself" else None
-        if self.momentum_encoder:
+        if self.framework.momentum_encoder:
             self.momentum_backbone = copy.deepcopy(self.backbone).requires_grad_(False)
             self.momentum_projector = copy.deepcopy(self.projector).requires_grad_(False)
 
-    @classmethod
-    def conditioning_config(cls, config: Mapping[str, Any]) -> ConditioningConfig | None:
-        """How the CASSLE variant conditions this framework's projector (None for the other variants); settings
-        that do not go together, also with this framework, raise ConditioningError."""
-        if config["variant"] != "cassle":
-            return None
-        conditioning = ConditioningConfig(
-            omega_keys=tuple(config["conditioning.omega_keys"]),
-            encoder_depth=config["conditioning.encoder_depth"],
-            encoder_width=config["conditioning.encoder_width"],
-            injection=config["conditioning.injection"],
-            hypernet_bn=config["conditioning.hypernet_bn"],
-        )
-        if conditioning.injection not in cls.injections:
-            raise ConditioningError("injection", f"injection {conditioning.injection!r} is not allowed with framework "
-                                    f"{cls.name}{cls.injection_note}; use {' or '.join(map(repr, cls.injections))}")
-        return conditioning
-
     def head_specs(self) -> HeadSpecs | None:
         """Projector/predictor shapes: the framework's (paper Table 5) with the config's size overrides."""
-        if self.heads is None:
+        heads = self.framework.heads
+        if heads is None:
             return None
         sizes = {field: self.config[f"projector.{field}"] for field in ("num_layers", "hidden_dim", "out_dim")
                  if self.config[f"projector.{field}"] is not None}
-        specs = self.heads.with_projector(**self.projector_options(), **sizes)
+        specs = heads.with_projector(**self.projector_options(), **sizes)
         if specs.predictor is not None and self.config["predictor.hidden_dim"] is not None:
             specs = dataclasses.replace(specs, predictor=dataclasses.replace(
                 specs.predictor, hidden_dim=self.config["predictor.hidden_dim"], out_dim=specs.projector.out_dim))
@@ -172,7 +135,7 @@ class Method(nn.Module):
                 total_steps: int = 1) -> dict[str, Tensor]:
         """Losses of one training step on two views and their omegas; `step` of `total_steps` sets the momentum
         encoder's rate (the engine passes both; the defaults give the rate at the start)."""
-        if self.momentum_encoder:
+        if self.framework.momentum_encoder:
             self.update_momentum_encoder(self.momentum(step, total_steps))
         out = self.ssl_loss(views, omegas)
         losses = {"ssl": out.loss, "loss": out.loss}

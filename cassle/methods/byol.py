@@ -9,18 +9,10 @@ from torch import Tensor
 
 from cassle.losses import byol_loss
 from cassle.methods.base import Method, SSLOutput
-from cassle.nets import HeadSpecs, MLPSpec
 
 
 class BYOL(Method):
     """Symmetric 2 - 2 cos loss; the momentum rate rises from 0.996 to 1 with a cosine; LARS as published."""
-
-    name = "byol"
-    label = "BYOL"
-    heads = HeadSpecs(MLPSpec(2, 4096, 256), MLPSpec(2, 4096, 256))
-    momentum_encoder = True
-    defaults = dict(backbone="resnet50", epochs=300, batch_size=256, optimizer="lars", base_lr=0.2,
-                    weight_decay=1.5e-6, warmup_epochs=10.0, ema=0.996, ema_final=1.0)
 
     def ssl_loss(self, views: Sequence[Tensor], omegas: Sequence[Tensor]) -> SSLOutput:
         y = [self.embed(view) for view in views]

@@ -12,13 +12,6 @@ from cassle.nets import FeatureConditioner, HeadSpecs
 class MoCoV1(MoCoV2):
     """The "projector" is the identity; CASSLE adds the augmentation embedding gamma(omega) to the features."""
 
-    name = "mocov1"
-    label = "MoCo-v1"
-    heads = None
-    defaults = {**MoCoV2.defaults, "conditioning.injection": "add"}
-    injections = ("add",)
-    injection_note = " (it has no projector: CASSLE adds the augmentation embedding to the features)"
-
     def build_projector(self, specs: HeadSpecs | None, feat_dim: int) -> nn.Module:
         if self.conditioning is None:
             return nn.Identity()

@@ -12,7 +12,6 @@ from torch.nn import functional as F
 from cassle.core.distributed import all_gather_no_grad
 from cassle.losses import infonce
 from cassle.methods.base import Method, SSLOutput
-from cassle.nets import HeadSpecs, MLPSpec
 
 
 class MoCoV2(Method):
@@ -21,14 +20,6 @@ class MoCoV2(Method):
     compat=original enqueues the keys (MoCo); compat=authors enqueues the queries and puts BN in the projector's
     hidden layer, as the CASSLE authors' code does (their MoCo numbers come from it).
     """
-
-    name = "mocov2"
-    label = "MoCo-v2"
-    heads = HeadSpecs(MLPSpec(2, 2048, 128))  # BN in the hidden layer, as the authors' code; compat=original drops it
-    momentum_encoder = True
-    defaults = dict(backbone="resnet50", epochs=500, batch_size=256, optimizer="sgd", base_lr=0.03,
-                    weight_decay=1e-4, warmup_epochs=0.0, temperature=0.2, queue_size=65536, ema=0.999,
-                    ema_final=0.999)
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__(config)

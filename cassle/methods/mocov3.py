@@ -9,19 +9,10 @@ from torch import Tensor
 
 from cassle.losses import contrastive_in_batch
 from cassle.methods.base import Method, SSLOutput
-from cassle.nets import HeadSpecs, MLPSpec
 
 
 class MoCoV3(Method):
     """The momentum rate rises from 0.99 to 1 with a cosine, as published; compat=authors keeps it at 0.999."""
-
-    name = "mocov3"
-    label = "MoCo-v3"
-    heads = HeadSpecs(MLPSpec(3, 4096, 256, last_bn=True, last_bn_affine=False),
-                      MLPSpec(2, 4096, 256, last_bn=True, last_bn_affine=False))
-    momentum_encoder = True
-    defaults = dict(backbone="vit_small", epochs=300, batch_size=1024, optimizer="adamw", base_lr=1.5e-4,
-                    weight_decay=0.1, warmup_epochs=40.0, temperature=0.2, ema=0.99, ema_final=1.0)
 
     def momentum(self, step: int, total_steps: int) -> float:
         return 0.999 if self.config["compat"] == "authors" else super().momentum(step, total_steps)

@@ -8,18 +8,11 @@ from torch import Tensor
 
 from cassle.losses import nt_xent
 from cassle.methods.base import Method, SSLOutput
-from cassle.nets import HeadSpecs, MLPSpec
 
 
 class SimCLR(Method):
     """compat=original takes negatives from the global batch over all processes; compat=authors from the local
     batch of each process only, as the CASSLE authors' code does."""
-
-    name = "simclr"
-    label = "SimCLR"
-    heads = HeadSpecs(MLPSpec(2, 2048, 128))
-    defaults = dict(backbone="resnet50", epochs=300, batch_size=1024, optimizer="sgd", base_lr=0.05,
-                    weight_decay=1e-4, warmup_epochs=0.0, temperature=0.2)
 
     def ssl_loss(self, views: Sequence[Tensor], omegas: Sequence[Tensor]) -> SSLOutput:
         y1, y2 = self.embed(views[0]), self.embed(views[1])

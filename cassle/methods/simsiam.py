@@ -10,17 +10,10 @@ from torch import Tensor
 from cassle.core.schedules import FIXED_LR
 from cassle.losses import negative_cosine
 from cassle.methods.base import Method, SSLOutput
-from cassle.nets import HeadSpecs, MLPSpec
 
 
 class SimSiam(Method):
     """Symmetric negative cosine; the predictor keeps a constant learning rate, as published."""
-
-    name = "simsiam"
-    label = "SimSiam"
-    heads = HeadSpecs(MLPSpec(3, 2048, 2048, last_bn=True), MLPSpec(2, 512, 2048))
-    defaults = dict(backbone="resnet50", epochs=500, batch_size=256, optimizer="sgd", base_lr=0.05,
-                    weight_decay=1e-4, warmup_epochs=0.0)
 
     def optimizer_groups(self) -> list[dict[str, Any]]:
         params = [(name, p) for name, p in self.named_parameters() if p.requires_grad]

@@ -1,59 +1,20 @@
-"""Networks: backbones with per-stage features, MLP heads and CASSLE's omega-conditioned projector."""
+"""Networks: backbones with per-stage features, MLP heads and CASSLE's omega-conditioned projector.
+
+Names, shapes and rules (catalog.py, specs.py, rules.py) import without torch; the rest loads on first use.
+"""
 
 from __future__ import annotations
 
-from cassle.nets.backbones import (
-    BACKBONES,
-    NARROW_WIDTHS,
-    Backbone,
-    ResNetBackbone,
-    ViTBackbone,
-    build_backbone,
-    init_like_torchvision,
-    reset_parameters_like_authors,
-    resnet_names,
-)
-from cassle.nets.conditioning import (
-    INJECTIONS,
-    AugmentationEncoder,
-    ConditionedProjector,
-    ConditioningConfig,
-    ConditioningError,
-    FeatureConditioner,
-    GeneratedMLP,
-    build_projector,
-    generated_param_count,
-)
-from cassle.nets.heads import AugSelfHead, HeadSpecs, MLPSpec, mlp
-from cassle.nets.inputs import IMAGENET_MEAN, IMAGENET_STD, STL10_MEAN, STL10_STD, Normalize, input_statistics
+from cassle.core.lazy import lazy_namespace
 
-__all__ = [
-    "BACKBONES",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "INJECTIONS",
-    "NARROW_WIDTHS",
-    "STL10_MEAN",
-    "STL10_STD",
-    "AugSelfHead",
-    "AugmentationEncoder",
-    "Backbone",
-    "ConditionedProjector",
-    "ConditioningConfig",
-    "ConditioningError",
-    "FeatureConditioner",
-    "GeneratedMLP",
-    "HeadSpecs",
-    "MLPSpec",
-    "Normalize",
-    "ResNetBackbone",
-    "ViTBackbone",
-    "build_backbone",
-    "build_projector",
-    "generated_param_count",
-    "init_like_torchvision",
-    "input_statistics",
-    "mlp",
-    "reset_parameters_like_authors",
-    "resnet_names",
-]
+__all__, __getattr__, __dir__ = lazy_namespace(__name__, {
+    "backbones": ["Backbone", "ResNetBackbone", "ViTBackbone", "build_backbone", "init_like_torchvision",
+                  "reset_parameters_like_authors"],
+    "catalog": ["BACKBONES", "NARROW_WIDTHS", "resnet_names"],
+    "conditioning": ["AugmentationEncoder", "ConditionedProjector", "FeatureConditioner", "GeneratedMLP",
+                     "build_projector", "generated_param_count"],
+    "heads": ["AugSelfHead", "mlp"],
+    "inputs": ["IMAGENET_MEAN", "IMAGENET_STD", "STL10_MEAN", "STL10_STD", "Normalize", "input_statistics"],
+    "rules": ["INJECTIONS", "ConditioningConfig", "ConditioningError"],
+    "specs": ["HeadSpecs", "MLPSpec"],
+})

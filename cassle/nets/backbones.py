@@ -8,18 +8,15 @@ backbone: see `cassle.nets.inputs.Normalize`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from functools import partial
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 from torchvision.models import VisionTransformer, resnet18, resnet50
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from cassle.core.registry import Registry
+from cassle.nets.catalog import BACKBONES, NARROW_WIDTHS
 
-NARROW_WIDTHS: tuple[int, int, int, int] = (16, 32, 64, 128)
 _RESNET_LAYERS: tuple[str, ...] = ("layer1", "layer2", "layer3", "layer4")
 _MAX_KEYS_IN_ERROR = 8
 
@@ -174,7 +171,7 @@ def _use_cifar_stem(net: ResNet) -> None:
     net.maxpool = nn.Identity()
 
 
-def _build_resnet(name: str, cifar_stem: bool, image_size: int, zero_init_residual: bool) -> ResNetBackbone:
+def build_resnet(name: str, cifar_stem: bool, image_size: int, zero_init_residual: bool) -> ResNetBackbone:
     """A torchvision ResNet trunk (any image size)."""
     if name == "resnet_narrow":
         net = _narrow_resnet(NARROW_WIDTHS, zero_init_residual)
@@ -188,7 +185,8 @@ def _build_resnet(name: str, cifar_stem: bool, image_size: int, zero_init_residu
     return ResNetBackbone(net, num_features, name)
 
 
-def _build_vit_small(cifar_stem: bool, image_size: int, zero_init_residual: bool) -> ViTBackbone:
+def build_vit_small(name: str, cifar_stem: bool, image_size: int, zero_init_residual: bool) -> ViTBackbone:
+    """ViT-S/16 (`name`: vit_small) for `image_size` inputs."""
     if cifar_stem or zero_init_residual:
         raise ValueError(
             f"vit_small has no ResNet stem or residual BN: got cifar_stem={cifar_stem}, "
@@ -201,30 +199,7 @@ def _build_vit_small(cifar_stem: bool, image_size: int, zero_init_residual: bool
         image_size=image_size, patch_size=16, num_layers=12, num_heads=12, hidden_dim=384, mlp_dim=1536
     )
     net.heads = nn.Identity()
-    return ViTBackbone(net, "vit_small")
-
-
-@dataclass(frozen=True)
-class BackboneEntry:
-    """How to build one backbone: `build(cifar_stem, image_size, zero_init_residual)`; `resnet` says it is a
-    torchvision ResNet, the architecture an external state_dict checkpoint may have."""
-
-    build: Callable[[bool, int, bool], Backbone]
-    resnet: bool
-
-
-BACKBONES: Registry[BackboneEntry] = Registry("backbone", [
-    ("resnet18", BackboneEntry(partial(_build_resnet, "resnet18"), resnet=True)),
-    ("resnet50", BackboneEntry(partial(_build_resnet, "resnet50"), resnet=True)),
-    ("resnet_narrow", BackboneEntry(partial(_build_resnet, "resnet_narrow"), resnet=True)),
-    ("vit_small", BackboneEntry(_build_vit_small, resnet=False)),
-])
-"""Every backbone by name (config key `backbone`)."""
-
-
-def resnet_names() -> tuple[str, ...]:
-    """The registered torchvision ResNets: the architectures an external state_dict checkpoint may have."""
-    return tuple(name for name, entry in BACKBONES.items() if entry.resnet)
+    return ViTBackbone(net, name)
 
 
 def build_backbone(
@@ -241,7 +216,8 @@ def build_backbone(
     zero_init_residual: ResNets only, zero the last BN weight of each residual block.
     authors_init: apply `reset_parameters_like_authors` instead of keeping torchvision's init.
     """
-    backbone = BACKBONES[name].build(cifar_stem, image_size, zero_init_residual)
+    builder = globals()[BACKBONES[name].builder]
+    backbone = builder(name, cifar_stem, image_size, zero_init_residual)
     if authors_init:
         reset_parameters_like_authors(backbone)
     return backbone

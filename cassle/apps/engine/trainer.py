@@ -261,7 +261,7 @@ class Trainer:
         row = {"step": self.step, "time": round(time.time(), 3),
                "epoch": round(self.step / self.schedule.steps_per_epoch, 4),
                "lr": self.optimizer.param_groups[0]["lr"], "samples_per_s": samples / elapsed, **self.last}
-        if self.method.momentum_encoder:  # the rate the step just taken used
+        if self.method.framework.momentum_encoder:  # the rate the step just taken used
             row["momentum"] = self.method.momentum(self.step - 1, self.schedule.total_steps)
         return row
 
@@ -307,7 +307,7 @@ class Trainer:
     def history_fields(self) -> list[str]:
         keys = ["ssl", "loss"] + [f"augself/{key}" for key in sorted(self.config["augself.weights"])] \
             if self.config["variant"] == "augself" else ["ssl", "loss"]
-        momentum = ["momentum"] if self.method.momentum_encoder else []
+        momentum = ["momentum"] if self.method.framework.momentum_encoder else []
         return ["step", "time", "epoch", "lr", *momentum, "samples_per_s", *keys]
 
     def open_history(self, resumed: bool):

@@ -219,8 +219,8 @@ def _run_in_process(argv: list[str], args: argparse.Namespace) -> int:
 def _preflight(argv: list[str]) -> str | None:
     """Why `cassle ARGV` must not be submitted (a bad command line or, for pretrain, a bad config), None when it may:
     checked here so that nothing waits in a queue to fail. It runs in a child process (`cassle launch
-    --check-only`): parsing an eval's options and validating a config import torch (~700 MB), which this process,
-    waiting on the login node for as long as the job runs (one per job), must not keep."""
+    --check-only`; the checks import no torch, ~0.3 s): whatever they import, this process, waiting on the login node
+    for as long as the job runs (one per job), never keeps."""
     import subprocess
 
     command = [sys.executable, "-m", "cassle", "launch", "--check-only", "--", *argv]

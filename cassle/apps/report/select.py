@@ -21,7 +21,7 @@ from cassle.apps.report.collect import EvalResult, Failure, PretrainRun, Results
 from cassle.apps.report.paper import paper_epochs
 from cassle.config import FIELDS
 from cassle.data import DATASETS
-from cassle.methods import METHODS, framework_defaults
+from cassle.methods import FRAMEWORKS, framework_defaults
 
 ABLATION_FRAMEWORK = "mocov2"                   # Table 4, Figs 5-8: the paper's MoCo-v2
 NO_PROJECTOR_FRAMEWORK = "mocov1"               # Table 10, Fig 10
@@ -29,8 +29,8 @@ PAPER_ONLY_DATASETS = {"fc100": "FC100", "plant_disease": "Plant"}  # in the pap
 
 
 def framework_label(framework: str) -> str:
-    """A framework's name in the paper's tables (its Method's label); the name itself when not registered."""
-    return METHODS[framework].label if framework in METHODS else framework
+    """A framework's name in the paper's tables (its label in cassle.methods.frameworks); the name itself when not registered."""
+    return FRAMEWORKS[framework].label if framework in FRAMEWORKS else framework
 
 
 def dataset_label(dataset: str) -> str:
@@ -41,7 +41,7 @@ def dataset_label(dataset: str) -> str:
 @lru_cache(maxsize=None)
 def default(key: str, framework: str) -> Any:
     """The default of config `key` for `framework`: the framework's own (cassle.methods), else cassle.config's."""
-    own = framework_defaults(framework) if framework in METHODS else {}
+    own = framework_defaults(framework) if framework in FRAMEWORKS else {}
     return own.get(key, FIELDS[key].default)
 
 
@@ -163,7 +163,7 @@ class SetupResults:
     def frameworks(self) -> list[str]:
         """Frameworks with runs in this setup, in the registry's (the paper's) order, then the others alphabetically."""
         present = {run.framework for run in self.runs}
-        order = {name: i for i, name in enumerate(METHODS)}
+        order = {name: i for i, name in enumerate(FRAMEWORKS)}
         return sorted(present, key=lambda name: (order.get(name, len(order)), name))
 
     def evals_of(self, runs: Iterable[PretrainRun], task: str) -> list[EvalResult]:
