@@ -23,7 +23,8 @@ test: venv  ## run the test suite
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 bench: venv  ## run the CPU benchmarks (figures go to bench/results/)
-	$(PY) bench/augment.py && $(PY) bench/loading.py && $(PY) bench/pretrain.py && $(PY) bench/linear.py \
+	$(PY) bench/augment.py && $(PY) bench/loading.py && $(PY) bench/pretrain.py && $(PY) bench/startup.py \
+		&& $(PY) bench/linear.py \
 		&& $(PY) bench/demo.py
 
 lock:  ## re-pin constraints.txt from a clean install of pyproject.toml's dependencies
