@@ -297,9 +297,9 @@ def test_cli_threads_and_workers_follow_the_jobs_cpus(tmp_path, many_classes, mo
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
     torch.set_num_threads(2)
     assert main(argv) == 0 and torch.get_num_threads() == 1
-    args = build_parser(eval_tasks=["linear"]).parse_args(argv)
+    args = build_parser().parse_args(argv)
     assert (args.threads, args.workers) == (1, 0)
-    assert build_parser(eval_tasks=["linear"]).parse_args([*argv, "--threads", "2"]).threads == 2
+    assert build_parser().parse_args([*argv, "--threads", "2"]).threads == 2
     assert main([*argv, "--threads", "0"]) == 1  # one clear error, no traceback
 
 

@@ -300,7 +300,7 @@ def test_one_task_per_gpu_share_submitits_distributed_environment(tmp_path: Path
 ])
 def test_job_names_say_which_run_and_dataset(argv: list[str], name: str, tmp_path: Path) -> None:
     """What squeue and sacct show for a job: the run, and for an evaluation its task, source and dataset."""
-    args = build_parser(eval_tasks=()).parse_args(["launch", "--job-dir", str(tmp_path / "DIR"), "--", *argv])
+    args = build_parser().parse_args(["launch", "--job-dir", str(tmp_path / "DIR"), "--", *argv])
     assert resources_from_args(args, argv).job_name == name
 
 
@@ -318,7 +318,7 @@ def test_slurm_options_become_sbatch_lines(tmp_path: Path, monkeypatch: pytest.M
     stub_commands(tmp_path / "bin", monkeypatch, srun="exit 1")
     job_dir = tmp_path / "mocov2-cassle-0123abcd" / "work"
     argv = ["pretrain", "cfg.yaml", "--out", str(job_dir.parent)]
-    args = build_parser(eval_tasks=()).parse_args([
+    args = build_parser().parse_args([
         "launch", "--launcher", "slurm", "--job-dir", str(job_dir), "--gpus", "4", "--nodes", "2",
         "--cpus-per-task", "10", "--mem-gb", "128", "--time-min", "2880", "--partition", "gpu", "--account", "lab",
         "--qos", "high", "--constraint", "a100", "--slurm-extra", "mail-type=END", "--slurm-extra", "exclusive",

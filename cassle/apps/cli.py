@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from cassle import __version__
@@ -64,9 +64,9 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(args.workdir, cores=args.cores)
 
 
-def build_parser(eval_tasks: Iterable[str] | None = None) -> argparse.ArgumentParser:
-    """The command tree. The options of `cassle eval TASK` (cassle.evaluate.options, no torch) are added for the tasks
-    in `eval_tasks` (None: all); a task's module (torch, torchvision, scikit-learn) is imported only to run it."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command tree. It imports no torch: the options of `cassle eval TASK` come from cassle.evaluate.options, and
+    a task's module (torch, torchvision, scikit-learn) is imported only to run it."""
     parser = argparse.ArgumentParser(
         prog="cassle",
         description="Augmentation-aware self-supervised learning: pretrain vanilla / AugSelf / CASSLE models, "
@@ -107,10 +107,9 @@ def build_parser(eval_tasks: Iterable[str] | None = None) -> argparse.ArgumentPa
     tasks = evaluate.add_subparsers(dest="task", metavar="TASK", required=True)
     for task, summary in EVAL_TASKS.items():
         sub = tasks.add_parser(task, help=summary, description=summary)
-        if eval_tasks is None or task in eval_tasks:
-            task_parser(task, sub)
-            mlflow_command.add_live_options(sub)
-            sub.set_defaults(task_run=sub.get_default("run"), run=_eval)
+        task_parser(task, sub)
+        mlflow_command.add_live_options(sub)
+        sub.set_defaults(task_run=sub.get_default("run"), run=_eval)
 
     report = commands.add_parser("report", help="build the paper's tables and figures from results/",
                                  description="Read results/**/metrics.json and write the paper's tables (Markdown, "
@@ -158,7 +157,7 @@ def check_command(argv: Sequence[str]) -> None:
     from cassle.config import ConfigError, load_config
 
     argv = list(argv)
-    parsed = build_parser(eval_tasks=argv[1:2] if argv[:1] == ["eval"] else ()).parse_args(argv)
+    parsed = build_parser().parse_args(argv)
     if argv[0] == "pretrain":
         try:
             load_config(parsed.config, parsed.set)
@@ -168,9 +167,7 @@ def check_command(argv: Sequence[str]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = next((i for i, arg in enumerate(argv) if not arg.startswith("-")), None)
-    eval_task = argv[command + 1:command + 2] if command is not None and argv[command] == "eval" else []
-    args = build_parser(eval_tasks=eval_task).parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         return args.run(args)
     except (CassleError, FileNotFoundError, ValueError) as error:
