@@ -55,7 +55,6 @@ class SolverSettings:
     forcing: float = 0.5
     max_iter: int = 100
     max_cg: int = 250
-    hessian_rows: int | None = None
 
 
 @dataclass
@@ -116,7 +115,7 @@ def _class_centred(v: Vector) -> Vector:
 class LogisticProblem:
     """One fit set in the span of its centred samples (module docstring); `fit` solves one penalty."""
 
-    def __init__(self, x: Tensor, y: Tensor, hessian_rows: int | None = None) -> None:
+    def __init__(self, x: Tensor, y: Tensor) -> None:
         self.classes, self.target = torch.unique(y, return_inverse=True)
         self.dtype = x.dtype
         n, dim = x.shape
@@ -135,12 +134,6 @@ class LogisticProblem:
             self.basis = ((centred.T.double() @ vectors[:, keep]) / root).to(x.dtype)
         self.z64 = self.z.double()
         self.target_index = self.target[:, None]
-        self.rows = None
-        if hessian_rows is not None and hessian_rows < n:
-            generator = torch.Generator().manual_seed(0)
-            self.rows = torch.randperm(n, generator=generator)[:hessian_rows].sort().values.to(x.device)
-        self.hz = self.z if self.rows is None else self.z[self.rows]
-        self.h_target = self.target_index if self.rows is None else self.target_index[self.rows]
 
     @property
     def num_classes(self) -> int:
@@ -162,11 +155,11 @@ class LogisticProblem:
 
     def hessian_product(self, probs: Tensor, penalty: float, v: Vector) -> Vector:
         """H v at the point with softmax probabilities `probs` (working dtype), for v = (dQ, db)."""
-        a = torch.addmm(v[1], self.hz, v[0].T)
-        a -= a.gather(1, self.h_target)  # the softmax Jacobian ignores a per-row shift: keeps precision
+        a = torch.addmm(v[1], self.z, v[0].T)
+        a -= a.gather(1, self.target_index)  # the softmax Jacobian ignores a per-row shift: keeps precision
         m = probs * a
         m -= probs * m.sum(1, keepdim=True)
-        return torch.addmm(v[0], m.T, self.hz, beta=2 * penalty / self.n, alpha=1 / len(self.hz)), m.mean(0)
+        return torch.addmm(v[0], m.T, self.z, beta=2 * penalty / self.n, alpha=1 / self.n), m.mean(0)
 
     def preconditioner(self, probs: Tensor, penalty: float) -> Callable[[Vector], Vector]:
         """v -> D^-1 v with D the Hessian's diagonal in (softmax-covariance eigenbasis) x (feature basis)."""
@@ -176,7 +169,7 @@ class LogisticProblem:
         projected = probs @ basis
         variances = probs @ basis.square() - projected.square()  # e_k^T S_i e_k for every row i and direction k
         diag_q = torch.addmm(torch.full((), 2 * penalty / self.n, dtype=probs.dtype, device=probs.device),
-                             variances.T, self.hz.square(), alpha=1 / len(probs))
+                             variances.T, self.z.square(), alpha=1 / len(probs))
         eigenvalues = eigenvalues.to(probs.dtype)
         inverse_b = torch.where(eigenvalues > eigenvalues.max() * 1e-6, 1 / eigenvalues, 0.0)
 
@@ -187,7 +180,7 @@ class LogisticProblem:
 
     def newton_step(self, point: _Point, penalty: float, forcing: float, max_cg: int) -> tuple[Vector, int]:
         """An inexact Newton step: preconditioned CG on H s = -g to |residual| <= forcing |g|; (s, products)."""
-        probs = (point.probs if self.rows is None else point.probs[self.rows]).to(self.dtype)
+        probs = point.probs.to(self.dtype)
         precondition = self.preconditioner(probs, penalty)
         residual = (-point.grad_q.to(self.dtype), -point.grad_b.to(self.dtype))
         target = forcing * math.sqrt(_dot(residual, residual))
