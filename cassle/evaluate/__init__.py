@@ -15,6 +15,7 @@ from functools import partial
 from types import ModuleType
 
 from cassle.core.registry import Registry
+from cassle.evaluate import options
 
 EVAL_TASKS: Registry[str] = Registry("evaluation", [
     ("linear", "linear probe with the penalty sweep (Table 2)"),
@@ -41,8 +42,6 @@ def task_module(task: str) -> ModuleType:
 def task_parser(task: str, parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     """The options of `cassle eval TASK` added to `parser` (a new one by default), which then runs the task (its
     module is imported only then)."""
-    from cassle.evaluate import options  # cassle.nets (resnet_names): only where a parser is built
-
     summary = EVAL_TASKS[task]  # an unknown task raises UnknownNameError
     parser = parser or argparse.ArgumentParser(prog=f"cassle eval {task}", description=summary)
     getattr(options, task)(parser)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cassle.core.registry import Registry
@@ -35,7 +35,7 @@ class Framework:
     heads: HeadSpecs | None
     defaults: Mapping[str, Any]
     momentum_encoder: bool = False
-    injections: tuple[str, ...] = field(default=tuple(INJECTIONS))
+    injections: tuple[str, ...] = tuple(INJECTIONS)
     injection_note: str = ""
 
     def method(self) -> type[Method]:
