@@ -31,7 +31,7 @@ else
   pretrain=(--backbone resnet50 --image-size 224 --batch-size 256 --full-heads)
   augment=()
   extraction=(--images 2048 --batch-size 256 --workers 0,4,8,15)
-  linear=(--sk-every 11 --sk-from 33)
+  linear=(--sk-every 11)
 fi
 status=0
 step() {  # name, command...: run, log to OUT/<name>.log, remember a failure, go on

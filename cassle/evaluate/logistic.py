@@ -14,19 +14,21 @@ Exact reparametrisations make it cheap (the minimiser is the same problem's, map
 - the class-sum direction: F does not change when a vector is added to every class's weights except through the
   penalty, which makes the class sum of W zero at the optimum; iterates stay on that subspace.
 
-Solver: Newton's method with a backtracking (Armijo) line search; each step solves H s = -g by preconditioned
-conjugate gradients with Hessian-vector products (two N x r x C products each, no Hessian is formed), to a relative
-residual of `forcing` = 0.5 (inexact Newton: each step removes about 1 - forcing^2 of the gap to the minimum; on
-the benchmark's shapes of the paper's datasets a loose solve per step costs fewer products in all than tightening it
-towards the end: bench/RESULTS.md). The preconditioner is the Hessian's diagonal in a basis where it is close to
-diagonal: the features' basis (Z's columns are orthogonal) times the eigenbasis E of the average
-softmax covariance S = mean_i (diag(p_i) - p_i p_i^T), i.e. diag_kj = sum_i (e_k^T S_i e_k) z_ij^2 (exact when all
-p_i are equal, as at strong penalties). The objective and gradient are computed in float64 (the CE of a sample is
-taken relative to its target logit, so that confident samples keep their tiny loss and gradient); the
-Hessian-vector products and the CG in the working dtype (float32 by default), which only shapes the step. A fit
-stops after the step whose Newton decrement g^T H^-1 g / 2 (an estimate of F - min F before it) is below
-`tolerance` x F: that step is taken too, which leaves F - min F near forcing^2 x the decrement (the CG's solve is
-the costliest of the fit, so it is never computed only to be thrown away).
+Solver: Newton's method with an interpolating line search (`LogisticProblem._line_search`); each step solves H s = -g
+by preconditioned conjugate gradients with Hessian-vector products (two N x r x C products each, no Hessian is
+formed), to a relative residual of `forcing` = 0.5 (inexact Newton: each step removes about 1 - forcing^2 of the gap
+to the minimum; on the benchmark's shapes of the paper's datasets a loose solve per step costs fewer products in all
+than tightening it towards the end: bench/RESULTS.md). The preconditioner is the Hessian's diagonal in a basis where
+it is close to diagonal: the features' basis (Z's columns are orthogonal) times the eigenbasis E of the average
+softmax covariance S = mean_i (diag(p_i) - p_i p_i^T), i.e. diag_kj = sum_i (e_k^T S_i e_k) z_ij^2 (exact when all p_i
+are equal, as at strong penalties). The objective and gradient are accumulated in float64 from the two feature
+products (logits, gradient), which run in the working dtype (float32 by default, like the features: Z is stored once);
+the CE of a sample is taken relative to its target logit, so that confident samples keep their tiny loss and gradient.
+On DTD's shape every fit's objective stayed within 4e-7 of the all-float64 fit's (relative) while the evaluations took
+2.3x less time (bench/RESULTS.md). The Hessian-vector products and the CG run in the working dtype: they only shape
+the step. A fit stops after the step whose Newton decrement g^T H^-1 g / 2 (an estimate of F - min F before it) is
+below `tolerance` x F: that step is taken too, which leaves F - min F near forcing^2 x the decrement (the CG's solve
+is the costliest of the fit, so it is never computed only to be thrown away).
 
 Path: penalties are solved from the strongest to the weakest; each fit starts from the previous solution
 extrapolated linearly in log(w) through the last two (kept only when it lowers the objective).
@@ -82,6 +84,18 @@ class LinearModel:
 
 
 @dataclass
+class _Trial:
+    """An evaluated iterate before its gradient: objective / N at `penalty`, target-relative logits, log-normalisers."""
+
+    q: Tensor
+    b: Tensor
+    penalty: float
+    value: float
+    logits: Tensor
+    log_norm: Tensor
+
+
+@dataclass
 class _Point:
     """An iterate (float64 Q: C x r, b: C) with its objective / N at `penalty`, gradient and softmax probabilities."""
 
@@ -122,54 +136,65 @@ class LogisticProblem:
         self.n = n
         self.mean = x.mean(0, dtype=torch.float64)
         centred = x - self.mean.to(x.dtype)
+        # Z is stored transposed (zt: r x N) and logits, probabilities and residuals as C x N: both products of a
+        # Hessian-vector product run 1.2-1.6x faster in that layout on the shapes of bench/linear.py (BLAS, 1 thread)
         if n > dim:  # rotate onto the eigenvectors of X^T X: an orthogonal change of basis, no rank cut needed
-            _, vectors = torch.linalg.eigh((centred.T @ centred).double())
-            self.basis = vectors.to(x.dtype)
-            self.z = centred @ self.basis
+            # (in the working dtype: any V with V^T V = I + E moves the minimum by O(|E|^2) on the original features)
+            self.basis = torch.linalg.eigh(centred.T @ centred).eigenvectors
+            self.zt = self.basis.T @ centred.T
         else:  # Z = U sqrt(lambda) from X X^T = U lambda U^T; V = X^T U / sqrt(lambda) on the nonzero eigenvalues
             eigenvalues, vectors = torch.linalg.eigh((centred @ centred.T).double())
             keep = eigenvalues > eigenvalues.max() * max(n, dim) * torch.finfo(torch.float64).eps * 16
             root = eigenvalues[keep].sqrt()
-            self.z = (vectors[:, keep] * root).to(x.dtype)
-            self.basis = ((centred.T.double() @ vectors[:, keep]) / root).to(x.dtype)
-        self.z64 = self.z.double()
-        self.target_index = self.target[:, None]
+            self.zt = (vectors[:, keep] * root).T.contiguous().to(x.dtype)
+            self.basis = (centred.T @ vectors[:, keep].to(x.dtype)) / root.to(x.dtype)
+        self.target_row = self.target[None, :]
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
 
     def evaluate(self, q: Tensor, b: Tensor, penalty: float) -> _Point:
-        """Objective / N, gradient and probabilities at (q, b), in float64."""
-        logits = torch.addmm(b, self.z64, q.T)
-        logits -= logits.gather(1, self.target_index)  # the target's logit is 0: accurate CE for confident rows
-        log_norm = logits.logsumexp(1, keepdim=True)
+        """Objective / N, gradient and probabilities at (q, b) (float64; the two products in the working dtype)."""
+        return self._point(self._trial(q, b, penalty))
+
+    def _trial(self, q: Tensor, b: Tensor, penalty: float) -> _Trial:
+        """The objective / N at (q, b), with what `_point` needs to complete it (no gradient yet)."""
+        logits = torch.mm(q.to(self.dtype), self.zt).double().add_(b[:, None])  # C x N
+        logits -= logits.gather(0, self.target_row)  # the target's logit is 0: accurate CE for confident samples
+        log_norm = logits.logsumexp(0, keepdim=True)
         value = float(log_norm.sum()) / self.n + penalty / self.n * float(q.square().sum())
-        probs = (logits - log_norm).exp_()
-        probs.scatter_(1, self.target_index, 0.0)
+        return _Trial(q, b, penalty, value, logits, log_norm)
+
+    def _point(self, trial: _Trial) -> _Point:
+        """A trial point with its gradient and softmax probabilities."""
+        q, penalty = trial.q, trial.penalty
+        probs = (trial.logits - trial.log_norm).exp_()
+        probs.scatter_(0, self.target_row, 0.0)
         residual = probs.clone()  # P - Y, with p_y - 1 = -(sum of the other probabilities), exact for small ones
-        residual.scatter_(1, self.target_index, -probs.sum(1, keepdim=True))
-        probs.scatter_(1, self.target_index, 1 + residual.gather(1, self.target_index))
-        grad_q = torch.addmm(q, residual.T, self.z64, beta=2 * penalty / self.n, alpha=1 / self.n)
-        return _Point(q, b, penalty, value, grad_q, residual.mean(0), probs)
+        residual.scatter_(0, self.target_row, -probs.sum(0, keepdim=True))
+        probs.scatter_(0, self.target_row, 1 + residual.gather(0, self.target_row))
+        grad_q = torch.mm(residual.to(self.dtype), self.zt.T).double().mul_(1 / self.n)
+        grad_q.add_(q, alpha=2 * penalty / self.n)
+        return _Point(q, trial.b, penalty, trial.value, grad_q, residual.mean(1), probs)
 
     def hessian_product(self, probs: Tensor, penalty: float, v: Vector) -> Vector:
-        """H v at the point with softmax probabilities `probs` (working dtype), for v = (dQ, db)."""
-        a = torch.addmm(v[1], self.z, v[0].T)
-        a -= a.gather(1, self.target_index)  # the softmax Jacobian ignores a per-row shift: keeps precision
+        """H v at the point with softmax probabilities `probs` (C x N, working dtype), for v = (dQ, db)."""
+        a = torch.addmm(v[1][:, None], v[0], self.zt)
+        a -= a.gather(0, self.target_row)  # the softmax Jacobian ignores a per-sample shift: keeps precision
         m = probs * a
-        m -= probs * m.sum(1, keepdim=True)
-        return torch.addmm(v[0], m.T, self.z, beta=2 * penalty / self.n, alpha=1 / self.n), m.mean(0)
+        m -= probs * m.sum(0, keepdim=True)
+        return torch.addmm(v[0], m, self.zt.T, beta=2 * penalty / self.n, alpha=1 / self.n), m.mean(1)
 
     def preconditioner(self, probs: Tensor, penalty: float) -> Callable[[Vector], Vector]:
         """v -> D^-1 v with D the Hessian's diagonal in (softmax-covariance eigenbasis) x (feature basis)."""
-        covariance = (torch.diag(probs.sum(0)) - probs.T @ probs) / len(probs)
+        covariance = (torch.diag(probs.sum(1)) - probs @ probs.T) / self.n
         eigenvalues, basis = torch.linalg.eigh(covariance.double())
         basis = basis.to(probs.dtype)
-        projected = probs @ basis
-        variances = probs @ basis.square() - projected.square()  # e_k^T S_i e_k for every row i and direction k
+        projected = basis.T @ probs
+        variances = basis.square().T @ probs - projected.square()  # e_k^T S_i e_k for every sample i, direction k
         diag_q = torch.addmm(torch.full((), 2 * penalty / self.n, dtype=probs.dtype, device=probs.device),
-                             variances.T, self.z.square(), alpha=1 / len(probs))
+                             variances, self.zt.square().T, alpha=1 / self.n)
         eigenvalues = eigenvalues.to(probs.dtype)
         inverse_b = torch.where(eigenvalues > eigenvalues.max() * 1e-6, 1 / eigenvalues, 0.0)
 
@@ -207,9 +232,11 @@ class LogisticProblem:
         """Minimise the objective from the best of `starts` (earlier solutions of this problem, or float64 (Q, b)
         pairs; zero when there are none): (solution, Newton steps, Hessian-vector products)."""
         if not starts:
-            starts = [(self.z64.new_zeros(self.num_classes, self.z.shape[1]), self.z64.new_zeros(self.num_classes))]
-        point = min((start.at(penalty, self.n) if isinstance(start, _Point)
-                     else self.evaluate(*_class_centred(start), penalty) for start in starts), key=lambda p: p.value)
+            starts = [(self.zt.new_zeros(self.num_classes, len(self.zt), dtype=torch.float64),
+                       self.zt.new_zeros(self.num_classes, dtype=torch.float64))]
+        best = min((start.at(penalty, self.n) if isinstance(start, _Point)
+                    else self._trial(*_class_centred(start), penalty) for start in starts), key=lambda p: p.value)
+        point = best if isinstance(best, _Point) else self._point(best)
         products = steps = 0
         while steps < settings.max_iter and _dot((point.grad_q, point.grad_b), (point.grad_q, point.grad_b)) > 0:
             step, used = self.newton_step(point, penalty, settings.forcing, settings.max_cg)
@@ -225,14 +252,24 @@ class LogisticProblem:
         return point, steps, products
 
     def _line_search(self, point: _Point, step: Vector, decrement: float, penalty: float) -> _Point | None:
-        """Backtracking from the full step until the Armijo condition holds; None when the step shrinks to nothing."""
-        t = 1.0
+        """The point along the Newton step: the full step when it passes the Armijo test and the objective falls by at
+        least half the quadratic model's prediction (so near the minimum every step is full); otherwise the
+        minimiser of the quadratic through phi(0), phi'(0) = -decrement and phi(t) is tried next (kept within
+        [t/10, t/2]), and the lowest trial that passes the Armijo test is taken once a shorter one is no lower or falls
+        by enough. Far from the minimum the logistic loss grows much faster along the step than the model says (full
+        steps often raise it); halving to quartering the step by interpolation takes the steepest part of that drop.
+        None when the step shrinks to nothing."""
+        t, best = 1.0, None
         while t > 1e-10:
-            trial = self.evaluate(point.q + t * step[0], point.b + t * step[1], penalty)
-            if trial.value <= point.value - 1e-4 * t * decrement:
-                return trial
-            t /= 4
-        return None
+            trial = self._trial(point.q + t * step[0], point.b + t * step[1], penalty)
+            drop = point.value - trial.value
+            if drop >= 1e-4 * t * decrement and (best is None or trial.value < best.value):
+                best = trial
+            ratio = drop / (t * decrement / 2)  # the drop over the model's drop at t = 1, rescaled to t
+            if best is not None and (best is not trial or ratio >= 0.5):
+                return self._point(best)
+            t = t / 10 if not ratio > -8 else t / max(2 - ratio, 2)  # (not > : also when the objective is nan)
+        return None if best is None else self._point(best)
 
     def model(self, solution: _Point, iterations: int = 0, products: int = 0) -> LinearModel:
         """The classifier on the original, un-centred features for a solution of this problem."""
