@@ -20,7 +20,7 @@ from torchvision import transforms as T
 
 from cassle.evaluate import linear, task_parser
 from cassle.evaluate.linear import PENALTIES, LinearModel, SolverSettings, linear_probe
-from cassle.evaluate.logistic import LogisticProblem, logistic_path
+from cassle.evaluate.logistic import PART, LogisticProblem, logistic_path
 from cassle.evaluate.metrics import class_avg, pearson_r2, score
 from cassle.evaluate.metrics import r2_score as torch_r2_score
 
@@ -88,6 +88,7 @@ REGIMES = {  # n x d x classes: the shapes of the paper's datasets, small
     "n~d": (130, 120, 5),
     "n>d": (600, 24, 3),
     "many classes": (300, 40, 24),
+    "n>>d, products in parts": (8 * PART + 100, 16, 3),
 }
 
 
@@ -105,6 +106,27 @@ def test_fits_reach_sklearns_minimum_in_every_regime(regime) -> None:
             assert_same_minimum(x, y, model, penalty, minimum=minimum)
     cold = problem.model(problem.fit(penalties[0], [], SolverSettings())[0])
     assert_same_minimum(x, y, cold, penalties[0], minimum=minima[0])
+
+
+def test_hessian_product_in_parts_is_the_whole_and_the_gradients_derivative() -> None:
+    """Above 8 x PART samples a Hessian-vector product runs in parts of the samples: the same product as in one
+    pass, and the directional derivative of the (float64) gradient (central differences)."""
+    x, y = relu_features(8 * PART + 100, 16, 3)
+    problem = LogisticProblem(torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(y))
+    assert len(problem.parts) > 1
+    generator = torch.Generator().manual_seed(0)
+    q, b = torch.randn(3, 16, generator=generator, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
+    v = (torch.randn(3, 16, generator=generator, dtype=torch.float64), torch.randn(3, generator=generator,
+                                                                                     dtype=torch.float64))
+    point = problem.evaluate(q, b, 1.0)
+    parts = problem.hessian_product(point.probs, 1.0, v)
+    problem.parts = [slice(None)]
+    whole = problem.hessian_product(point.probs, 1.0, v)
+    plus, minus = (problem.evaluate(q + h * v[0], b + h * v[1], 1.0) for h in (1e-5, -1e-5))
+    derivative = ((plus.grad_q - minus.grad_q) / 2e-5, (plus.grad_b - minus.grad_b) / 2e-5)
+    for got, same, reference in zip(parts, whole, derivative):
+        torch.testing.assert_close(got, same, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(got, reference, rtol=1e-5, atol=1e-8)
 
 
 def test_weights_match_sklearn_at_a_fixed_penalty() -> None:
