@@ -4,7 +4,8 @@ same refit), in one run, on shapes that mirror the paper's downstream datasets (
 
 Features: ReLU features of a random ResNet-50 on the real CIFAR-10 images (bench/features.py; computed once and
 cached in ~/.cache/cassle/bench). Both sides get the same float32 arrays and the same number of threads
-(`--threads`, default: the CPUs this process was given, `cassle.core.threads.available_cpus`); scikit-learn gets
+(`--threads`, default: the CPUs this process was given, `cassle.core.threads.available_cpus`; every BLAS and OpenMP
+library is capped at that from the start: `limit_threads`); scikit-learn gets
 max_iter=5000 like the protocol and its default tol. Per case the script reports both wall times, the speed-up,
 both test scores and chosen penalties, and at every penalty scikit-learn fitted the relative difference of the
 objectives (ours - sklearn) / sklearn, both evaluated in float64 on the original features (<= 0: ours is lower).
@@ -35,6 +36,7 @@ import importlib.util
 import json
 import multiprocessing
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -213,6 +215,19 @@ def print_row(row: dict[str, Any]) -> None:
           f"max obj gap {row['max_objective_gap']:+.1e}", flush=True)
 
 
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def limit_threads(threads: int) -> None:
+    """Run this script again with every BLAS / OpenMP library capped at `threads` from its start, unless it already
+    is: within `threadpool_limits(1)` scikit-learn's fits still kept a second native thread busy here (a whole core
+    during a sweep), so the 1-thread figures were not 1-thread on scikit-learn's side."""
+    if all(os.environ.get(name) == str(threads) for name in THREAD_VARIABLES):
+        return
+    os.environ.update({name: str(threads) for name in THREAD_VARIABLES})
+    os.execv(sys.executable, [sys.executable, *sys.argv])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of {', '.join(CASES)}")
@@ -229,6 +244,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "linear.json",
                         help="JSON results file")
     args = parser.parse_args()
+    limit_threads(args.threads)
     torch.set_num_threads(args.threads)
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
