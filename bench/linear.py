@@ -81,15 +81,9 @@ def sklearn_fit(split: Split, penalty: float) -> tuple[Any, float]:
     return model, time.perf_counter() - start
 
 
-def sklearn_protocol(train: Split, val: Split, test: Split, indices: list[int], threads: int) -> dict[str, Any]:
-    """scikit-learn's sweep over PENALTIES[indices], first best on val, refit, test; per-penalty times."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(threads):
-        return _sklearn_protocol(train, val, test, indices)
-
-
-def _sklearn_protocol(train: Split, val: Split, test: Split, indices: list[int]) -> dict[str, Any]:
+def sklearn_protocol(train: Split, val: Split, test: Split, indices: list[int]) -> dict[str, Any]:
+    """scikit-learn's sweep over PENALTIES[indices], first best on val, refit, test; per-penalty times (its threads:
+    capped for the whole process by `limit_threads`)."""
     fits = {i: sklearn_fit(train, PENALTIES[i]) for i in indices}
     val_scores = {i: fits[i][0].score(val["x"], val["y"]) for i in indices}
     best = max(indices, key=lambda i: (val_scores[i], -i))
@@ -161,7 +155,7 @@ def model_objective(split: Split, model: Any, penalty: float) -> float:
     return objective(split, model.weight.cpu().numpy(), model.bias.cpu().numpy(), model.classes.cpu().numpy(), penalty)
 
 
-def run_case(name: str, devices: list[str], threads: int, every: int | None, start: int | None
+def run_case(name: str, devices: list[str], every: int | None, start: int | None
              ) -> list[dict[str, Any]]:
     """Every device's sweep against scikit-learn's (`every` = 0, or scikit-learn absent: against the first
     device's sweep); one row per device."""
@@ -177,7 +171,7 @@ def run_case(name: str, devices: list[str], threads: int, every: int | None, sta
         if reference is None and k > 0 and HAS_SKLEARN:
             indices = sorted(set(range(start, len(PENALTIES), k)) | {len(PENALTIES) - 1}
                              | {i for i in (best - 1, best, best + 1) if 0 <= i < len(PENALTIES)})
-            reference = {**sklearn_protocol(train, val, test, indices, threads), "name": "scikit-learn"}
+            reference = {**sklearn_protocol(train, val, test, indices), "name": "scikit-learn"}
         models, final = result.pop("models"), result.pop("final")
         if reference is None:  # no scikit-learn: the first device's sweep is the reference of the others
             reference = torch_reference({**result, "models": models}, train, torch_time)
@@ -252,7 +246,7 @@ def main() -> None:
     rows = []
     with busy_neighbour(args.busy, args.threads):
         for name in args.cases.split(","):
-            rows.extend(run_case(name, devices, args.threads, args.sk_every, args.sk_from))
+            rows.extend(run_case(name, devices, args.sk_every, args.sk_from))
     record = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__, "sklearn": version("scikit-learn") if HAS_SKLEARN else None,

@@ -269,15 +269,15 @@ class LogisticProblem:
         minimiser of the quadratic through phi(0), phi'(0) = -decrement and phi(t) is tried next (kept within
         [t/10, t/2]), and the lowest trial that passes the Armijo test is taken once a shorter one is no lower or falls
         by enough. Far from the minimum the logistic loss grows much faster along the step than the model says (full
-        steps often raise it); halving to quartering the step by interpolation takes the steepest part of that drop.
-        None when the step shrinks to nothing."""
+        steps often raise it); the interpolated step lands near the bottom of that drop. None when the step shrinks
+        to nothing."""
         t, best = 1.0, None
         while t > 1e-10:
             trial = self._trial(point.q + t * step[0], point.b + t * step[1], penalty)
             drop = point.value - trial.value
             if drop >= 1e-4 * t * decrement and (best is None or trial.value < best.value):
                 best = trial
-            ratio = drop / (t * decrement / 2)  # the drop over the model's drop at t = 1, rescaled to t
+            ratio = drop / (t * decrement / 2)  # 1 at t = 1 for an exact quadratic model
             if best is not None and (best is not trial or ratio >= 0.5):
                 return self._point(best)
             t = t / 10 if not ratio > -8 else t / max(2 - ratio, 2)  # (not > : also when the objective is nan)
